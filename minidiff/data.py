@@ -1,0 +1,113 @@
+"""Inputs: MNIST from the bundled IDX files, photos and drawings from disk, and the value-range conversions.
+
+Value ranges: Part B works on MNIST in [0, 1] (as the report does); Part A models see images in [-1, 1].
+`to_signed` / `to_unit` convert between the two.
+"""
+from __future__ import annotations
+
+import gzip
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+_MNIST_FILES = {
+    True: ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    False: ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format): magic (0, 0, dtype 0x08 = uint8, ndim), ndim big-endian sizes, data."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if raw[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path} is not a uint8 IDX file (bad magic number); delete it and rerun to re-download")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {data.size}")
+    return data.reshape(shape)
+
+
+def load_mnist(train: bool = True, root: Path | str = DATA_DIR) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole MNIST split as two tensors (no per-sample Dataset: batches are index slices).
+
+    Reads `<root>/MNIST/raw/*.gz` (shipped in this repo). If they are missing, falls back to
+    torchvision's download into `root` and warns.
+    Returns:
+        images: (N, 28, 28) uint8 in [0, 255]; N = 60000 (train) or 10000 (test).
+        labels: (N,) int64 digits 0..9.
+    """
+    raw = Path(root) / "MNIST" / "raw"
+    image_file, label_file = (raw / name for name in _MNIST_FILES[train])
+    if not (image_file.exists() and label_file.exists()):
+        warnings.warn(f"MNIST files not found under {raw}; downloading them with torchvision", stacklevel=2)
+        from torchvision.datasets import MNIST
+        MNIST(str(root), train=train, download=True)
+    images = torch.from_numpy(_read_idx(image_file).copy())
+    labels = torch.from_numpy(_read_idx(label_file).astype(np.int64))
+    return images, labels
+
+
+def to_signed(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1]."""
+    return x * 2.0 - 1.0
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1], clamped (model outputs overshoot)."""
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def load_image(path: Path | str, size: int, channels: int = 3) -> torch.Tensor:
+    """Load a photo or drawing as a square image in [0, 1].
+
+    Conversions, in order: transparency is composited onto white; 16-bit and float images are rescaled to
+    8 bits; CMYK/palette/grayscale are converted to RGB (or to grayscale when channels = 1); the largest
+    centred square is cropped and resized to size x size (bicubic).
+    Returns:
+        (1, channels, size, size) float32 in [0, 1].
+    Raises:
+        FileNotFoundError / ValueError with a one-line message for a missing, unreadable or tiny file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = _to_8bit_rgb(img)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
+        raise ValueError(f"cannot read {path} as an image ({type(e).__name__}: {e}); give a PNG or JPEG file") from None
+    if min(img.size) < 8:
+        raise ValueError(f"{path} is {img.size[0]}x{img.size[1]} pixels; give an image at least 8 pixels on each side")
+    side = min(img.size)
+    img = ImageOps.fit(img, (side, side), centering=(0.5, 0.5)).resize((size, size), Image.BICUBIC)
+    if channels == 1:
+        img = img.convert("L")
+    elif channels != 3:
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+    x = x.unsqueeze(-1) if x.dim() == 2 else x                  # (H, W, C)
+    return x.permute(2, 0, 1).unsqueeze(0).contiguous()         # (1, C, H, W)
+
+
+def _to_8bit_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (transparency onto white, 16-bit/float rescaled to 0..255)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+        img = Image.fromarray(a.astype(np.uint8), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA"):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    return img.convert("RGB")
