@@ -1,0 +1,194 @@
+"""Part B training: the single-step denoiser [B.1/B.2] and the DDPM noise predictors (report 5B §1.2, §2.2, §2.4).
+
+One loop serves the three models; what differs is the loss on a batch of clean digits x0 in [0, 1]:
+
+  denoiser  z = x0 + sigma * eps,                 L = || D_theta(z) - x0 ||^2            (report 5B eq. B.2)
+  time      x_t = sqrt(ab_t) x0 + sqrt(1-ab_t) eps, L = || eps_theta(x_t, t/T) - eps ||^2  (Ho et al. 2020, Alg. 1)
+  class     as time, with a one-hot c zeroed with probability p_uncond (Ho & Salimans 2022, Alg. 1)
+
+Work is never lost: after every epoch `checkpoint.pt` (model, optimizer, LR scheduler, RNG state, epoch, loss
+history, config) is written atomically; rerunning the same call resumes after the last completed epoch and
+gives the same result as an uninterrupted run. Snapshots `model_epoch{e}.pt` keep the weights of chosen epochs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import mnist_backbone
+from .mnist_unet import MNISTUNet, MNISTUNetConfig
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults are the report's time-conditioned DDPM (5B §2.2); see the classmethods for the three models."""
+
+    kind: str = "time"               # "denoiser" | "time" | "class"
+    num_hiddens: int = 64            # D
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_decay: bool = True            # ExponentialLR with gamma = 0.1 ** (1 / epochs), stepped per epoch
+    sigma: float = 0.5               # denoiser only
+    p_uncond: float = 0.1            # class only
+    snapshot_epochs: tuple = (5,)    # also keep the weights after these epochs (and the last one)
+    bf16: bool = False               # autocast the forward pass to bfloat16
+    seed: int = 0
+
+    @classmethod
+    def denoiser(cls, **kw) -> "TrainConfig":
+        """Report 5B §1.2.1: D = 128, batch 256, 5 epochs, Adam 1e-4, sigma = 0.5."""
+        return cls(**{**dict(kind="denoiser", num_hiddens=128, epochs=5, batch_size=256, lr=1e-4,
+                             lr_decay=False, snapshot_epochs=(1,)), **kw})
+
+    @classmethod
+    def time_conditioned(cls, **kw) -> "TrainConfig":
+        """Report 5B §2.2: D = 64, batch 128, 20 epochs, Adam 1e-3, exponential decay to 0.1x."""
+        return cls(**{**dict(kind="time"), **kw})
+
+    @classmethod
+    def class_conditioned(cls, **kw) -> "TrainConfig":
+        """Report 5B §2.4: as time-conditioned, plus the one-hot class dropped with p = 0.1."""
+        return cls(**{**dict(kind="class"), **kw})
+
+    def model_config(self) -> MNISTUNetConfig:
+        return MNISTUNetConfig(num_hiddens=self.num_hiddens,
+                               conditioning={"denoiser": "none"}.get(self.kind, self.kind))
+
+
+def batch_loss(model: MNISTUNet, cfg: TrainConfig, x0: torch.Tensor, y: torch.Tensor,
+               generator: torch.Generator) -> torch.Tensor:
+    """The training loss on one batch. x0: (B, 1, 28, 28) in [0, 1]; y: (B,) int64 digits."""
+    B, dev = x0.shape[0], x0.device
+    eps = torch.randn(x0.shape, generator=generator, device=dev)                      # (B, 1, 28, 28)
+    if cfg.kind == "denoiser":
+        return F.mse_loss(model(x0 + cfg.sigma * eps), x0)                             # [B.2]
+    schedule = mnist_backbone.schedule()
+    T = schedule.num_steps
+    t = torch.randint(0, T, (B,), generator=generator, device=dev)                     # (B,)
+    x_t = schedule.add_noise(x0, t, eps)                                               # [A.1]
+    if cfg.kind == "time":
+        return F.mse_loss(model(x_t, t.float() / T), eps)
+    keep = (torch.rand(B, generator=generator, device=dev) >= cfg.p_uncond).float()   # (B,) 0 = dropped
+    c = F.one_hot(y, 10).float() * keep[:, None]                                       # (B, 10)
+    return F.mse_loss(model(x_t, t.float() / T, c), eps)
+
+
+def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: torch.Tensor,
+          device: torch.device | str = "cpu", progress: bool = True) -> dict:
+    """Train (or resume training) and return the final checkpoint dict.
+
+    Args:
+        images: (N, 28, 28) uint8 MNIST; moved to `device` once, batches are slices of a permutation.
+        labels: (N,) int64.
+        out_dir: where checkpoint.pt and the snapshots live; an existing checkpoint.pt is resumed.
+    Returns:
+        {"model", "optimizer", "scheduler", "epoch", "losses" (list of per-step floats), "config", "rng"}.
+    Raises:
+        FloatingPointError if the loss stops being finite (the last good checkpoint is kept).
+    """
+    device = torch.device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = MNISTUNet(cfg.model_config()).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gamma = 0.1 ** (1.0 / cfg.epochs) if cfg.lr_decay else 1.0
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    state = {"epoch": 0, "losses": []}
+
+    path = out_dir / CHECKPOINT
+    if path.exists():
+        state = load_checkpoint(path)
+        if state["config"] != dataclasses.asdict(cfg):
+            raise ValueError(f"{path} was trained with another configuration; delete it or choose another --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["rng"].to(generator.get_state().device))
+
+    images = images.to(device)
+    labels = labels.to(device)
+    N = images.shape[0]
+    steps = N // cfg.batch_size                     # drop the last partial batch: every step sees B images
+    losses: list[float] = list(state["losses"])
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        model.train()
+        perm = torch.randperm(N, generator=generator, device=device)
+        epoch_losses = torch.zeros(steps, device=device)
+        bar = tqdm(range(steps), desc=f"{cfg.kind} epoch {epoch}/{cfg.epochs}", disable=not progress,
+                   leave=False, dynamic_ncols=True)
+        for i in bar:
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            x0 = images[idx].unsqueeze(1).float() / 255.0                 # (B, 1, 28, 28) in [0, 1]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = batch_loss(model, cfg, x0, labels[idx], generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            epoch_losses[i] = loss.detach()
+            if i % 25 == 0 or i == steps - 1:                             # one host sync every 25 steps
+                value = float(epoch_losses[i])
+                _check_finite(value, epoch, i, path)
+                bar.set_postfix(loss=f"{value:.4f}")
+        scheduler.step()
+        _check_finite(float(epoch_losses.sum()), epoch, steps - 1, path)
+        losses += epoch_losses.tolist()
+        state = {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": epoch, "losses": losses, "config": dataclasses.asdict(cfg), "rng": generator.get_state(),
+        }
+        _atomic_save(state, path)
+        if epoch in cfg.snapshot_epochs or epoch == cfg.epochs:
+            _atomic_save({"model": state["model"], "config": state["config"], "epoch": epoch},
+                         out_dir / f"model_epoch{epoch}.pt")
+    return state
+
+
+def _check_finite(value: float, epoch: int, step: int, path: Path) -> None:
+    if value != value or value in (float("inf"), float("-inf")):
+        raise FloatingPointError(f"the loss became {value} at epoch {epoch}, step {step}; training stopped and "
+                                 f"{path} keeps the last good epoch (try a lower learning rate)")
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    """Write to a temporary file in the same folder, flush to disk, then rename over the target: a crash at any
+    moment leaves either the old file or the new one, never a torn one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path | str) -> dict:
+    """Load a checkpoint or snapshot safely (weights_only=True); a damaged file gives a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; run the training stage first")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated/corrupted archives
+        raise ValueError(f"checkpoint {path} is corrupted or truncated ({type(e).__name__}); "
+                         f"delete it and rerun the training stage") from None
+    if not isinstance(state, dict) or not {"model", "config", "epoch"} <= state.keys():
+        raise ValueError(f"{path} is not a minidiff checkpoint (missing model/config/epoch)")
+    return state
+
+
+def load_model(path: Path | str, device: torch.device | str = "cpu") -> MNISTUNet:
+    """A trained model (eval mode) from a checkpoint or snapshot written by `train`."""
+    state = load_checkpoint(path)
+    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()})
+    model = MNISTUNet(cfg.model_config())
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
