@@ -1,0 +1,250 @@
+"""Published weights into our own modules: the ONLY module that downloads or reads weight files.
+
+A `source` is a Hugging Face Hub repo id ("DeepFloyd/IF-I-XL-v1.0") or a local folder laid out like one:
+
+    unet/config.json   unet/diffusion_pytorch_model.fp16.safetensors   (or .safetensors, full precision)
+    text_encoder/config.json   text_encoder/model.safetensors.index.fp16.json + model.fp16-0000{1,2}-of-00002.safetensors
+    tokenizer/spiece.model
+
+The Hub goes through `huggingface_hub` (token from `hf auth login` / HF_TOKEN, the standard cache,
+`revision` pinning, HF_HUB_OFFLINE=1 for cache-only use); weights through `safetensors`, memory-mapped.
+Pickled `.bin` checkpoints are never loaded (unpickling can run code).
+
+One code path loads every model: build it on the meta device (no memory, no init), check the checkpoint's
+keys and shapes against it, then read the tensors one by one, cast each to the requested dtype and device,
+and `load_state_dict(strict=True, assign=True)`. Peak memory stays near one copy of the weights.
+Every failure is a one-line LoadError (or ValueError for a bad argument or config) that says what to do.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+from huggingface_hub import constants, get_token, hf_hub_download
+from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+                                   RepositoryNotFoundError, RevisionNotFoundError)
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from minidiff.t5 import T5Config, T5Encoder, T5Tokenizer
+from minidiff.unet_if import IFUNet, IFUNetConfig
+
+IF_LICENSE_CARD = "https://huggingface.co/DeepFloyd/IF-I-XL-v1.0"
+SHOW = 5  # how many offending keys an error message lists
+
+
+class LoadError(RuntimeError):
+    """Weights or configs could not be found or read; the message is one line and ends with the fix."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Where files come from: a local folder or the Hub (with its cache)
+
+
+def _offline() -> bool:
+    flag = os.environ.get("HF_HUB_OFFLINE", "")
+    return constants.HF_HUB_OFFLINE or flag.upper() in {"1", "ON", "YES", "TRUE"}
+
+
+class _Source:
+    """Finds files of one model repo, local or on the Hub; a missing file is None, anything else raises."""
+
+    def __init__(self, source: str | os.PathLike, revision: str | None = None):
+        self.name, self.revision = str(source), revision
+        path = Path(source).expanduser()
+        self.folder = path if path.is_dir() else None
+        looks_like_path = self.name.startswith(("/", ".", "~")) or self.name.count("/") != 1
+        if self.folder is None and looks_like_path:
+            raise LoadError(f"no such folder {self.name!r}: pass an existing local folder laid out like the Hub "
+                            "repo, or a Hub repo id such as 'DeepFloyd/IF-I-XL-v1.0'")
+        self.not_cached = False  # set when the Hub was unreachable (or offline) and a file was not cached
+
+    def find(self, subfolder: str, filename: str) -> Path | None:
+        if self.folder is not None:
+            path = self.folder / subfolder / filename
+            return path if path.is_file() else None
+        repo, rev = self.name, self.revision or "main"
+        try:
+            return Path(hf_hub_download(repo, filename, subfolder=subfolder or None, revision=self.revision,
+                                        local_files_only=_offline()))
+        except GatedRepoError:
+            who = ("your token has no access yet: accept the license" if get_token()
+                   else "no Hugging Face token was found: accept the license")
+            raise LoadError(f"{repo} is gated and {who} on its model card https://huggingface.co/{repo} "
+                            f"(for DeepFloyd IF: {IF_LICENSE_CARD}), then log in with `hf auth login` "
+                            "(`huggingface-cli login` on older versions) or set HF_TOKEN") from None
+        except RevisionNotFoundError:
+            raise LoadError(f"revision {rev!r} not found in {repo}: pass an existing branch, tag or "
+                            "commit hash as revision") from None
+        except RepositoryNotFoundError:
+            raise LoadError(f"repo {repo!r} not found on the Hugging Face Hub (or it is private and you are not "
+                            "logged in): check the id, log in with `hf auth login` or HF_TOKEN, "
+                            "or pass a local folder") from None
+        except LocalEntryNotFoundError:  # offline, or no network, and not in the cache
+            self.not_cached = True
+            return None
+        except EntryNotFoundError:      # the repo exists but has no such file
+            return None
+
+    def require(self, subfolder: str, candidates: list[str]) -> Path:
+        """The first candidate that exists, or a LoadError naming them all and the fix."""
+        for filename in candidates:
+            path = self.find(subfolder, filename)
+            if path is not None:
+                return path
+        where = f"{self.name}/{subfolder}" if subfolder else self.name
+        names = ", ".join(candidates)
+        if self.folder is not None:
+            pickles = sorted(p.name for p in (self.folder / subfolder).glob("*.bin"))
+            if pickles and any(c.endswith(".safetensors") or c.endswith(".json") for c in candidates):
+                raise LoadError(f"{where} has only pickled weights ({pickles[0]}): minidiff never loads .bin "
+                                "files; download the .safetensors files of the repo instead")
+            raise LoadError(f"{where} has none of {names}: point source at a folder laid out like the Hub repo")
+        if self.not_cached:
+            raise LoadError(f"cannot get {names} of {where} (revision {self.revision or 'main'}): offline "
+                            f"(HF_HUB_OFFLINE=1) or no network, and not in the cache {constants.HF_HUB_CACHE}: "
+                            "run once with network access to download it, or pass a local folder")
+        raise LoadError(f"{where} (revision {self.revision or 'main'}) has none of {names}: check the repo id, "
+                        "subfolder and variant")
+
+    def config(self, subfolder: str) -> dict:
+        path = self.require(subfolder, ["config.json"])
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise LoadError(f"{path} is not valid JSON ({e}): delete it and download it again") from None
+
+    def weight_files(self, subfolder: str, stem: str, variant: str | None) -> list[Path]:
+        """The safetensors files of one model: the variant's (sharded through an index, or single), else
+        the full-precision ones. stem: "diffusion_pytorch_model" (UNet) or "model" (T5)."""
+        candidates = [f"{stem}.safetensors.index.{variant}.json", f"{stem}.{variant}.safetensors"] if variant else []
+        candidates += [f"{stem}.safetensors.index.json", f"{stem}.safetensors"]
+        path = self.require(subfolder, candidates)
+        if not path.name.endswith(".json"):
+            return [path]
+        try:
+            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError) as e:
+            raise LoadError(f"{path} is not a safetensors index ({type(e).__name__}: {e}): "
+                            "delete it and download it again") from None
+        return [self.require(subfolder, [shard]) for shard in shards]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One loading path for every model
+
+
+class Stored(NamedTuple):
+    """Where a checkpoint tensor lives: its file, its key in that file, its shape."""
+    path: Path
+    key: str
+    shape: tuple[int, ...]
+
+
+def _list_tensors(paths: list[Path]) -> dict[str, Stored]:
+    """model key -> Stored, read from the safetensors headers only (no tensor data)."""
+    found = {}
+    for path in paths:
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                for key in f.keys():
+                    found[key] = Stored(path, key, tuple(f.get_slice(key).get_shape()))
+        except (SafetensorError, OSError) as e:
+            raise LoadError(f"{path} is truncated or corrupted ({e}): delete it and download it again") from None
+    return found
+
+
+def _check_keys(model: nn.Module, found: dict, where: str) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    misshaped = [f"{k} {found[k].shape} vs {expected[k]}" for k in expected
+                 if k in found and found[k].shape != expected[k]]
+    problems = [f"{len(keys)} {what} ({', '.join(keys[:SHOW])}{', ...' if len(keys) > SHOW else ''})"
+                for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                   ("mis-shaped keys, file vs model", misshaped)) if keys]
+    if problems:
+        raise LoadError(f"{where} does not match its config: {'; '.join(problems)}: check that config.json "
+                        "and the weights come from the same model and revision")
+
+
+def _load(build: Callable[[], nn.Module], paths: list[Path], dtype: torch.dtype, device,
+          rename: Callable[[dict[str, Stored]], dict[str, Stored]] = dict) -> nn.Module:
+    """Build on meta, check keys and shapes, read + cast tensor by tensor, assign. Returns an eval() model."""
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch.dtype (torch.float32, torch.bfloat16, ...), got {dtype!r}")
+    with torch.device("meta"):
+        model = build()
+    found = rename(_list_tensors(paths))
+    _check_keys(model, found, where=str(paths[0].parent))
+    state = {}
+    for path in paths:
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                for key, stored in found.items():
+                    if stored.path == path:
+                        # get_tensor maps the file (no copy); .to copies only when dtype or device change.
+                        state[key] = f.get_tensor(stored.key).to(device, dtype)
+        except (SafetensorError, OSError) as e:
+            raise LoadError(f"{path} is truncated or corrupted ({e}): delete it and download it again") from None
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The public loaders
+
+
+def load_unet(source: str | os.PathLike, subfolder: str = "unet", variant: str | None = "fp16",
+              dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+              revision: str | None = None) -> IFUNet:
+    """An IF UNet (stage I or II) with published weights.
+
+    Args:
+        source: Hub repo id ("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0") or a local folder.
+        variant: "fp16" reads diffusion_pytorch_model.fp16.safetensors (half the download), falling back
+            to the full-precision file when absent; None reads the full-precision file.
+        dtype, device: of the returned model's weights; each tensor is cast as it is read.
+        revision: a branch, tag or commit hash of the Hub repo (None: main).
+    Returns:
+        IFUNet in eval mode, no gradients.
+    """
+    files = _Source(source, revision)
+    config = IFUNetConfig.from_dict(files.config(subfolder))
+    paths = files.weight_files(subfolder, "diffusion_pytorch_model", variant)
+    return _load(lambda: IFUNet(config), paths, dtype, device)
+
+
+def _tied_t5_embeddings(found: dict[str, Stored]) -> dict[str, Stored]:
+    """transformers' T5 checkpoints may hold encoder.embed_tokens.weight, tied to shared.weight:
+    drop it when shared.weight is there, else read it as shared.weight."""
+    found = dict(found)
+    if "encoder.embed_tokens.weight" in found:
+        found.setdefault("shared.weight", found.pop("encoder.embed_tokens.weight"))
+    return found
+
+
+def load_text_encoder(source: str | os.PathLike, subfolder: str = "text_encoder", variant: str | None = "fp16",
+                      dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                      revision: str | None = None):
+    """IF's T5 v1.1 XXL encoder with published weights (sharded safetensors through the index json).
+
+    The fp16 variant keeps the feed-forward `wo` weights in float32; every tensor is cast to `dtype`.
+    dtype must be bfloat16 or float32: T5 activations overflow float16.
+    Returns: minidiff.t5.T5Encoder in eval mode, no gradients.
+    """
+    if dtype == torch.float16:
+        raise ValueError("T5 overflows in float16 (inf/NaN embeddings): load the text encoder with "
+                         "dtype=torch.bfloat16 or torch.float32 (the fp16 variant file is fine to read)")
+    files = _Source(source, revision)
+    config = T5Config.from_dict(files.config(subfolder))
+    paths = files.weight_files(subfolder, "model", variant)
+    return _load(lambda: T5Encoder(config), paths, dtype, device, rename=_tied_t5_embeddings)
+
+
+def load_tokenizer(source: str | os.PathLike, subfolder: str = "tokenizer", revision: str | None = None):
+    """T5's sentencepiece tokenizer from `tokenizer/spiece.model`. Returns minidiff.t5.T5Tokenizer."""
+    return T5Tokenizer(_Source(source, revision).require(subfolder, ["spiece.model"]))
