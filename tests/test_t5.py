@@ -217,3 +217,33 @@ def test_full_size_xxl_on_meta():
         theirs = transformers.T5EncoderModel(transformers.T5Config(**XXL_CONFIG))
     their_keys = {k: tuple(v.shape) for k, v in theirs.state_dict().items() if k != "encoder.embed_tokens.weight"}
     assert their_keys == {k: tuple(v.shape) for k, v in sd.items()}
+
+
+@pytest.mark.slow
+def test_full_size_xxl_bf16_random_weights_encodes():
+    """T5 v1.1 XXL with random weights built directly in bf16 (meta -> to_empty, filled in chunks: no fp32
+    copy, ~9.5 GB), encoding two prompts. Minutes on a 2-core CPU; see the README's memory note."""
+    import resource
+    with torch.device("meta"):
+        model = T5Encoder(T5Config.from_dict(XXL_CONFIG))
+    model = model.to(torch.bfloat16).to_empty(device="cpu").eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("layer_norm.weight"):
+                p.fill_(1.0)
+                continue
+            std = 1.0 if p.dim() == 1 or "shared" in name or "relative" in name else p.shape[1] ** -0.5
+            for chunk in p.view(p.shape[0], -1).split(1024):
+                chunk.normal_(0.0, std)
+    input_ids = torch.zeros(2, 77, dtype=torch.long)
+    attention_mask = torch.zeros(2, 77, dtype=torch.long)
+    input_ids[0, :6] = torch.tensor([3, 9, 1401, 13, 3, 1])   # a short prompt + </s>
+    input_ids[1, 0] = 1                                     # "" = just </s>
+    attention_mask[0, :6] = 1
+    attention_mask[1, 0] = 1
+    with torch.inference_mode():
+        out = model(input_ids, attention_mask)
+    assert out.shape == (2, 77, 4096) and out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
+    assert peak_gb < 13, f"peak RSS {peak_gb:.1f} GB: an fp32 copy was made somewhere"

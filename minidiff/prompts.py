@@ -1,0 +1,229 @@
+"""Prompt embeddings, computed once and cached on disk, so that T5 XXL (9.5 GB in bfloat16) is loaded only
+when a prompt has never been seen.
+
+    prompt --preprocess_prompt--> key text --T5Tokenizer--> (77,) ids + mask --T5Encoder--> (77, d_model)
+
+`encode_prompts(prompts)` looks every prompt up in ONE cache file, encodes only the missing ones (loading
+the tokenizer and encoder through minidiff.hub, then dropping them), writes them back, and returns the
+embeddings of all prompts in order. A stage whose prompts are all cached never loads T5, so after
+`python -m minidiff.prompts` (the report's prompts, REPORT_PROMPTS) Part A runs without the 9.5 GB encoder.
+The unconditional embedding of classifier-free guidance is T5("") (DESIGN §5): "" is a prompt like any other
+and is cached too.
+
+The cache file (safetensors):
+- location: `cache_path` argument, else $MINIDIFF_PROMPT_CACHE, else
+  $XDG_CACHE_HOME/minidiff/prompt_embeds.safetensors (default ~/.cache/minidiff/prompt_embeds.safetensors);
+- one tensor per (encoder, prompt): name = the JSON list [source, revision, preprocessed prompt]
+  (e.g. '["DeepFloyd/IF-I-XL-v1.0", "main", "a photo of a dog"]'; a local folder source is stored as its
+  absolute path), value = (77, d_model) float32 on the CPU;
+- metadata {"format": "minidiff-prompt-embeds/1"}.
+Embeddings are stored in float32: T5 may run in bfloat16 or float32 and float32 holds either exactly
+(bf16 -> fp32 is lossless), the UNets consume float32 (or cast down themselves), and the cost is small
+(1.26 MB per XXL prompt, 23 MB for the report's 18). The first computation of a key wins: delete the file
+to recompute with another dtype. Writes are atomic (temporary file in the same folder + os.replace), so a
+crash never leaves a half-written cache; concurrent writers may drop each other's new entries (rerun).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from minidiff.t5 import preprocess_prompt
+
+DEFAULT_SOURCE = "DeepFloyd/IF-I-XL-v1.0"   # IF stage I's repo holds the text_encoder/ and tokenizer/ folders
+CACHE_ENV = "MINIDIFF_PROMPT_CACHE"
+FORMAT = "minidiff-prompt-embeds/1"
+
+# Every prompt of the report (5A: sampling, §1.3-1.10; "a man wearing a hat" appears twice), deduplicated,
+# plus "", the unconditional prompt for CFG. Spellings as in the report ("amalfi cost").
+REPORT_PROMPTS = tuple(dict.fromkeys([
+    "an oil painting of a snowy mountain village", "a man wearing a hat", "a rocket ship",
+    "a high quality photo", "a lithograph of a waterfall", "a lithograph of a skull",
+    "an oil painting of people around a campfire", "an oil painting of an old man",
+    "a photo of the amalfi cost", "a photo of a dog", "a photo of a hipster barista", "a man wearing a hat",
+    "a pencil", "a photo of a man", "a lithograph of waterfalls", "a lithograph of a rocket ship",
+    "a photo of a rocket ship", "a photograph of a snowy mountain village", "",
+]))
+
+
+class PromptCacheError(RuntimeError):
+    """The prompt cache is unreadable, or a prompt is missing from it and T5 cannot be loaded."""
+
+
+def default_cache_path() -> Path:
+    """$MINIDIFF_PROMPT_CACHE, else $XDG_CACHE_HOME/minidiff/prompt_embeds.safetensors (~/.cache by default)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return cache_home / "minidiff" / "prompt_embeds.safetensors"
+
+
+def cache_key(prompt: str, source: str = DEFAULT_SOURCE, revision: str | None = None) -> str:
+    """The cache entry's name: JSON [source, revision, preprocessed prompt]. `revision` None means "main";
+    a local folder source is keyed by its absolute path."""
+    if Path(source).is_dir():
+        source = str(Path(source).resolve())
+    return json.dumps([source, revision or "main", preprocess_prompt(prompt)], ensure_ascii=False)
+
+
+def _corrupted(path: Path, reason: str) -> PromptCacheError:
+    reason = reason.strip().splitlines()[0] if reason.strip() else "unreadable"
+    return PromptCacheError(f"prompt cache {path} is corrupted ({reason}); delete it and rerun "
+                            "(missing embeddings are recomputed, or precompute them with `python -m minidiff.prompts`)")
+
+
+def read_cache(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All entries of the cache file {key: (77, d_model) float32}; {} when the file does not exist.
+    Raises PromptCacheError (one line, naming the file and the fix) when the file is not a valid cache."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            entries = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as e:  # safetensors reports truncation and garbage with its own error types
+        raise _corrupted(path, f"{type(e).__name__}: {e}") from e
+    if metadata.get("format") != FORMAT:
+        raise _corrupted(path, f"format {metadata.get('format')!r}, expected {FORMAT!r}")
+    for key, embed in entries.items():
+        try:
+            ok = isinstance(json.loads(key), list) and embed.dim() == 2 and embed.dtype == torch.float32
+        except json.JSONDecodeError:
+            ok = False
+        if not ok:
+            raise _corrupted(path, f"bad entry {key[:60]!r}")
+    return entries
+
+
+def write_cache(path: str | os.PathLike, entries: dict[str, torch.Tensor]) -> None:
+    """Write all entries atomically: a temporary file in the same folder, then os.replace over `path`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in entries.items()}, tmp, metadata={"format": FORMAT})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def missing_prompts(prompts: list[str], source: str = DEFAULT_SOURCE, revision: str | None = None,
+                    cache_path: str | os.PathLike | None = None) -> list[str]:
+    """The preprocessed prompts (deduplicated, in order) that encode_prompts would have to run T5 for."""
+    cached = read_cache(cache_path or default_cache_path())
+    todo = dict.fromkeys(preprocess_prompt(p) for p in prompts)
+    return [p for p in todo if cache_key(p, source, revision) not in cached]
+
+
+def _load_t5(source, revision, dtype, device, n_missing, example, path):
+    from minidiff import hub
+
+    try:
+        tokenizer = hub.load_tokenizer(source, subfolder="tokenizer", revision=revision)
+        encoder = hub.load_text_encoder(source, subfolder="text_encoder", dtype=dtype, device=device,
+                                        revision=revision)
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise PromptCacheError(
+            f"{n_missing} prompt(s) (e.g. {example!r}) are not in the prompt cache {path} and T5 could not be "
+            f"loaded from {source!r} ({type(e).__name__}: {reason}); fix: accept the license on the model card "
+            f"and log in (`huggingface-cli login`), or precompute them where the weights are available with "
+            f"`python -m minidiff.prompts \"<prompt>\" ...` and copy the cache file here") from e
+    return tokenizer, encoder
+
+
+def encode_prompts(prompts: list[str], source: str = DEFAULT_SOURCE, *, revision: str | None = None,
+                   cache_path: str | os.PathLike | None = None, dtype: torch.dtype = torch.bfloat16,
+                   device: str | torch.device = "cpu", batch_size: int = 4, progress: bool = False) -> torch.Tensor:
+    """T5 embeddings of `prompts`, from the cache where possible (see the module docstring).
+
+    Args:
+        prompts: N strings; each is preprocessed (lowercase, strip) before lookup and encoding.
+        source: Hub repo id or local folder with `text_encoder/` and `tokenizer/` (the cache key's first part).
+        revision: Hub revision (None = "main"); part of the cache key.
+        cache_path: the cache file; default default_cache_path().
+        dtype, device: where T5 runs if some prompt is missing (bfloat16 or float32, never float16).
+        batch_size: prompts per T5 forward; the cache is written after every batch.
+        progress: show a tqdm progress bar over the prompts being encoded.
+    Returns:
+        (N, 77, d_model) float32 on the CPU, in the order of `prompts` (move it where the UNet runs).
+    Raises:
+        PromptCacheError: corrupted cache file, or missing prompts and T5 cannot be loaded.
+    """
+    if isinstance(prompts, str):
+        raise TypeError("encode_prompts expects a list of prompts, got a single string")
+    if dtype == torch.float16:
+        raise ValueError("encode_prompts: run T5 in torch.bfloat16 or torch.float32, not float16 (it overflows)")
+    path = Path(cache_path) if cache_path is not None else default_cache_path()
+    keys = [cache_key(p, source, revision) for p in prompts]
+    cache = read_cache(path)
+    todo = [p for p in dict.fromkeys(preprocess_prompt(p) for p in prompts)
+            if cache_key(p, source, revision) not in cache]
+    if todo:
+        tokenizer, encoder = _load_t5(source, revision, dtype, device, len(todo), todo[0], path)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(todo), desc="T5 prompts", unit="prompt")
+        for i in range(0, len(todo), batch_size):
+            batch = todo[i : i + batch_size]
+            input_ids, attention_mask = tokenizer(batch)                    # (b, 77) each
+            with torch.inference_mode():
+                embeds = encoder(input_ids.to(device), attention_mask.to(device))  # (b, 77, d_model)
+            embeds = embeds.float().cpu()
+            for prompt, embed in zip(batch, embeds):
+                cache[cache_key(prompt, source, revision)] = embed.clone()  # own storage: safetensors refuses views
+            write_cache(path, cache)
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        del tokenizer, encoder  # free the 9.5 GB now, not at the caller's next garbage collection
+        gc.collect()
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    return torch.stack([cache[k] for k in keys])                             # (N, 77, d_model)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m minidiff.prompts ["prompt" ...]`: precompute and cache embeddings (default: REPORT_PROMPTS)."""
+    parser = argparse.ArgumentParser(prog="python -m minidiff.prompts", description=main.__doc__)
+    parser.add_argument("prompts", nargs="*", help="prompts to encode (default: every prompt of the report, and '')")
+    parser.add_argument("--source", default=DEFAULT_SOURCE, help="Hub repo id or local folder (default: %(default)s)")
+    parser.add_argument("--revision", default=None, help="Hub revision (default: main)")
+    parser.add_argument("--cache", default=None, help=f"cache file (default: ${CACHE_ENV} or {default_cache_path()})")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="T5 compute dtype")
+    parser.add_argument("--device", default="cpu", help="where T5 runs, e.g. cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=4)
+    args = parser.parse_args(argv)
+    prompts = list(dict.fromkeys(preprocess_prompt(p) for p in args.prompts or REPORT_PROMPTS))
+    path = Path(args.cache) if args.cache else default_cache_path()
+    try:
+        todo = missing_prompts(prompts, args.source, args.revision, path)
+        print(f"{len(prompts) - len(todo)} of {len(prompts)} prompts already cached in {path}")
+        if not todo:
+            return
+        embeds = encode_prompts(prompts, args.source, revision=args.revision, cache_path=path,
+                                dtype=getattr(torch, args.dtype), device=args.device,
+                                batch_size=args.batch_size, progress=True)
+    except PromptCacheError as e:
+        raise SystemExit(f"error: {e}") from e  # one line, no traceback
+    print(f"encoded {len(todo)} new prompt(s) with T5 ({args.dtype}, {args.device}), encoder freed; "
+          f"embeddings {tuple(embeds.shape[1:])} float32 written to {path}")
+
+
+if __name__ == "__main__":
+    main()
