@@ -34,6 +34,7 @@ from minidiff.unet_if import IFUNet, IFUNetConfig
 
 IF_LICENSE_CARD = "https://huggingface.co/DeepFloyd/IF-I-XL-v1.0"
 SHOW = 5  # how many offending keys an error message lists
+READ_CHUNK_BYTES = 256 * 2**20  # see _read_tensors
 
 
 class LoadError(RuntimeError):
@@ -171,6 +172,33 @@ def _check_keys(model: nn.Module, found: dict, where: str) -> None:
                         "and the weights come from the same model and revision")
 
 
+def _read_tensors(found: dict[str, Stored], dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+    """Read every tensor, cast to dtype and moved to device one at a time.
+
+    safetensors maps the file: a tensor read at its stored dtype on the CPU stays a view of the mapping (no
+    copy, pages read on first use). A cast or a move makes a copy, and the mapped pages it was read from stay
+    resident while the file is open, so the file is reopened every READ_CHUNK_BYTES of copies: peak memory
+    is then the result plus one chunk, not the result plus the whole file.
+    """
+    state = {}
+    todo = {}
+    for key, stored in found.items():
+        todo.setdefault(stored.path, []).append((key, stored.key))
+    for path, items in todo.items():
+        try:
+            while items:
+                with safe_open(str(path), framework="pt", device="cpu") as f:
+                    copied = 0
+                    while items and copied < READ_CHUNK_BYTES:
+                        key, stored_key = items.pop()
+                        tensor = f.get_tensor(stored_key)
+                        state[key] = tensor.to(device, dtype)
+                        copied += 0 if state[key] is tensor else tensor.nbytes
+        except (SafetensorError, OSError) as e:
+            raise LoadError(f"{path} is truncated or corrupted ({e}): delete it and download it again") from None
+    return state
+
+
 def _load(build: Callable[[], nn.Module], paths: list[Path], dtype: torch.dtype, device,
           rename: Callable[[dict[str, Stored]], dict[str, Stored]] = dict) -> nn.Module:
     """Build on meta, check keys and shapes, read + cast tensor by tensor, assign. Returns an eval() model."""
@@ -180,17 +208,7 @@ def _load(build: Callable[[], nn.Module], paths: list[Path], dtype: torch.dtype,
         model = build()
     found = rename(_list_tensors(paths))
     _check_keys(model, found, where=str(paths[0].parent))
-    state = {}
-    for path in paths:
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                for key, stored in found.items():
-                    if stored.path == path:
-                        # get_tensor maps the file (no copy); .to copies only when dtype or device change.
-                        state[key] = f.get_tensor(stored.key).to(device, dtype)
-        except (SafetensorError, OSError) as e:
-            raise LoadError(f"{path} is truncated or corrupted ({e}): delete it and download it again") from None
-    model.load_state_dict(state, strict=True, assign=True)
+    model.load_state_dict(_read_tensors(found, dtype, device), strict=True, assign=True)
     return model.eval().requires_grad_(False)
 
 

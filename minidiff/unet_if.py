@@ -23,7 +23,7 @@ hard-coded to IF-I-XL. Activations are exact (erf) GELU. No attention mask: pad 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +103,12 @@ class IFUNetConfig:
         config = cls(**kwargs)
         config.validate()
         return config
+
+    def to_dict(self) -> dict:
+        """The diffusers-format config.json that from_dict reads back."""
+        d = {key: allowed[0] for key, allowed in _FIXED_OPTIONS.items()}
+        d.update({k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()})
+        return d
 
     def validate(self) -> None:
         n = len(self.block_out_channels)
@@ -250,11 +256,11 @@ class ResnetBlock(nn.Module):
         h = self.conv1(h)                                                       # (B, C_out, H', W')
         emb = emb if self.skip_time_act else F.gelu(emb)
         scale, shift = self.time_emb_proj(emb)[:, :, None, None].chunk(2, dim=1)  # (B, C_out, 1, 1) each
-        h = self.norm2(h) * (1 + scale) + shift
+        h = torch.addcmul(shift, self.norm2(h), 1 + scale)                      # norm2(h) * (1 + scale) + shift
         h = self.conv2(F.gelu(h))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
-        return (x + h) / self.scale_factor
+        return x + h if self.scale_factor == 1 else (x + h) / self.scale_factor
 
 
 class SimpleCrossAttention(nn.Module):
@@ -281,7 +287,7 @@ class SimpleCrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:  # (B, C, H, W), (B, L, D)
         B, C, H, W = x.shape
         text = self.norm_cross(text.transpose(1, 2)).transpose(1, 2)           # GroupNorm over D: (B, L, D)
-        pixels = self.group_norm(x).flatten(2).transpose(1, 2)                  # (B, HW, C)
+        pixels = self.group_norm(x).flatten(2).transpose(1, 2).contiguous()     # (B, HW, C), read 3 times
         q = split_heads(self.to_q(pixels), self.heads)                          # (B, h, HW, d)
         k = split_heads(torch.cat([self.add_k_proj(text), self.to_k(pixels)], dim=1), self.heads)  # (B, h, L+HW, d)
         v = split_heads(torch.cat([self.add_v_proj(text), self.to_v(pixels)], dim=1), self.heads)

@@ -120,8 +120,9 @@ def offline_cache(tmp_path, monkeypatch):
 # --- UNet: variants, casting, cache ---------------------------------------------------------------------------
 
 
-def test_fp16_variant_loads_into_float32_and_computes_like_the_cast_weights(tmp_path, tiny_unet):
+def test_fp16_variant_loads_into_float32_and_computes_like_the_cast_weights(tmp_path, tiny_unet, monkeypatch):
     d, sd = tiny_unet
+    monkeypatch.setattr(hub, "READ_CHUNK_BYTES", 10_000)  # reopen the file many times along the way
     model = load_unet(write_unet(tmp_path, d, sd))
     assert all(p.dtype == torch.float32 and not p.requires_grad for p in model.parameters())
     assert not model.training

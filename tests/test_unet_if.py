@@ -62,9 +62,11 @@ def test_full_config_on_meta_has_published_parameter_count_and_diffusers_keys(na
     assert all(ours_sd[k].shape == ref_sd[k].shape for k in ref_sd)
 
 
-def test_default_config_is_if_i_xl():
+def test_default_config_is_if_i_xl_and_round_trips_through_config_json():
     d = json.loads((DEEPFLOYD_FIXTURES / "IF-I-XL-v1.0.unet.config.json").read_text())
     assert IFUNetConfig.from_dict(d) == IFUNetConfig()
+    stage2 = IFUNetConfig.from_dict(json.loads((DEEPFLOYD_FIXTURES / "IF-II-L-v1.0.unet.config.json").read_text()))
+    assert IFUNetConfig.from_dict(json.loads(json.dumps(stage2.to_dict()))) == stage2
 
 
 @pytest.mark.parametrize("key, value", [
@@ -129,15 +131,16 @@ def test_batched_forward_equals_per_image_forward(tiny_unet_dicts):
     torch.testing.assert_close(both, one, atol=1e-5, rtol=1e-5)
 
 
-def test_bfloat16_follows_input_dtype_and_stays_close_to_float32(tiny_unet_dicts):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_follows_input_dtype_and_stays_close_to_float32(tiny_unet_dicts, dtype):
     model = randomize_(IFUNet(IFUNetConfig.from_dict(tiny_unet_dicts["I"])))
     x_t, text = inputs(model.config)
     text = 30 * text  # large activations: norms and softmax must keep float32 statistics
     with torch.no_grad():
         ref = model(x_t, 500, text)
-        out = model.to(torch.bfloat16)(x_t.bfloat16(), 500, text.bfloat16())
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-    assert (out.float() - ref).abs().max() / ref.abs().max() < 0.1
+        out = model.to(dtype)(x_t.to(dtype), 500, text.to(dtype))
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert (out.float() - ref).abs().max() / ref.abs().max() < (0.05 if dtype == torch.bfloat16 else 0.01)
 
 
 def test_stage2_needs_its_noise_level_and_sizes_must_divide(tiny_unet_dicts):
