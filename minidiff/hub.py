@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 
 import torch
 from huggingface_hub import constants, get_token, hf_hub_download
-from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                    RepositoryNotFoundError, RevisionNotFoundError)
 from safetensors import SafetensorError, safe_open
 from torch import nn
@@ -57,7 +57,7 @@ class _Source:
         self.name, self.revision = str(source), revision
         path = Path(source).expanduser()
         self.folder = path if path.is_dir() else None
-        looks_like_path = self.name.startswith(("/", ".", "~")) or self.name.count("/") != 1
+        looks_like_path = self.name.startswith(("/", ".", "~")) or self.name.count("/") > 1
         if self.folder is None and looks_like_path:
             raise LoadError(f"no such folder {self.name!r}: pass an existing local folder laid out like the Hub "
                             "repo, or a Hub repo id such as 'DeepFloyd/IF-I-XL-v1.0'")
@@ -89,6 +89,10 @@ class _Source:
             return None
         except EntryNotFoundError:      # the repo exists but has no such file
             return None
+        except HfHubHTTPError as e:     # anything else the Hub answered (server error, rate limit, ...)
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LoadError(f"the Hub failed on {repo}/{subfolder}/{filename} ({first_line}): retry later, or run "
+                            "with HF_HUB_OFFLINE=1 if it is already in the cache") from None
 
     def require(self, subfolder: str, candidates: list[str]) -> Path:
         """The first candidate that exists, or a LoadError naming them all and the fix."""

@@ -112,21 +112,22 @@ class IFUNetConfig:
 
     def validate(self) -> None:
         n = len(self.block_out_channels)
-        for name in ("layers_per_block", "down_block_types", "up_block_types"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"UNet config: {name} has {len(getattr(self, name))} entries, "
-                                 f"block_out_channels has {n}")
-        checks = [
-            ("down_block_types", self.down_block_types, lambda v: all(b in DOWN_BLOCKS for b in v), DOWN_BLOCKS),
-            ("up_block_types", self.up_block_types, lambda v: all(b in UP_BLOCKS for b in v), UP_BLOCKS),
-            ("attention_head_dim", self.attention_head_dim, lambda v: isinstance(v, int), "one int"),
-            ("cross_attention_dim", self.cross_attention_dim, lambda v: isinstance(v, int), "one int"),
-            ("time_embedding_act_fn", self.time_embedding_act_fn, lambda v: v in (None, "gelu"), (None, "gelu")),
-            ("class_embed_type", self.class_embed_type, lambda v: v in (None, "timestep"), (None, "timestep")),
-        ]
-        for name, value, ok, allowed in checks:
-            if not ok(value):
-                raise ValueError(f"unsupported UNet config option {name}={value!r}: minidiff implements {allowed}")
+        if not len(self.layers_per_block) == len(self.down_block_types) == len(self.up_block_types) == n:
+            raise ValueError(f"UNet config: layers_per_block, down_block_types and up_block_types need {n} entries "
+                             "each, one per block_out_channels")
+        checks = {  # name: (refused?, what we implement)
+            "down_block_types": (not set(self.down_block_types) <= set(DOWN_BLOCKS), DOWN_BLOCKS),
+            "up_block_types": (not set(self.up_block_types) <= set(UP_BLOCKS), UP_BLOCKS),
+            "attention_head_dim": (not isinstance(self.attention_head_dim, int), "one int"),
+            "cross_attention_dim": (not isinstance(self.cross_attention_dim, int), "one int"),
+            "norm_num_groups": (not isinstance(self.norm_num_groups, int), "one int"),
+            "time_embedding_act_fn": (self.time_embedding_act_fn not in (None, "gelu"), (None, "gelu")),
+            "class_embed_type": (self.class_embed_type not in (None, "timestep"), (None, "timestep")),
+        }
+        for name, (refused, allowed) in checks.items():
+            if refused:
+                raise ValueError(f"unsupported UNet config option {name}={getattr(self, name)!r}: "
+                                 f"minidiff implements {allowed}")
 
 
 # ----------------------------------------------------------------------------------------------------------
