@@ -97,7 +97,9 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
     device = torch.device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = MNISTUNet(cfg.model_config()).to(device)
+    with torch.random.fork_rng(devices=[]):        # the initial weights depend on cfg.seed alone
+        torch.manual_seed(cfg.seed)
+        model = MNISTUNet(cfg.model_config()).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gamma = 0.1 ** (1.0 / cfg.epochs) if cfg.lr_decay else 1.0
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)

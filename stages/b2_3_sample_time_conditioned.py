@@ -1,0 +1,35 @@
+"""Report 5B §2.3: sampling from the time-conditioned DDPM after 5 and 20 epochs (quick profile: 1 and 2).
+
+DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) over all T = 300 steps from pure noise.
+Outputs in outputs/b2_3_sample_time_conditioned/:
+  samples_epoch{e}.png   a grid of samples per snapshot
+  denoising_epoch{e}.gif the reverse process of those samples, every 10th step
+  samples.pt             {"images": (N, 1, 28, 28) in [0, 1]} from the last epoch
+"""
+import torch
+
+import common
+import part_b
+from minidiff import viz
+
+NUM_SAMPLES = 40
+
+
+def main():
+    p = common.parser(__doc__)
+    p.add_argument("--checkpoint", help="the training checkpoint.pt (default: the b2_2 stage's)")
+    args = p.parse_args()
+    out = common.stage_dir(args, "b2_3_sample_time_conditioned")
+    dev = common.device(args.device)
+    for epoch, path in part_b.snapshots(part_b.default_checkpoint(args, "time")):
+        model = part_b.load_model(path, dev)
+        images, frames = part_b.sample(model, NUM_SAMPLES, common.generator(args.seed, dev))
+        common.wrote(viz.save_grid(images, out / f"samples_epoch{epoch}.png", nrow=10,
+                                   title=f"time-conditioned UNet, epoch {epoch}"))
+        common.wrote(viz.save_gif(frames, out / f"denoising_epoch{epoch}.gif", nrow=10))
+    torch.save({"images": images.cpu()}, out / "samples.pt")
+    common.wrote(out / "samples.pt")
+
+
+if __name__ == "__main__":
+    common.run(main)

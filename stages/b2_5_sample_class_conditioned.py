@@ -1,0 +1,54 @@
+"""Report 5B §2.4 (sampling): the class-conditioned DDPM with classifier-free guidance, gamma = 5.
+
+For each snapshot (after 5 and 20 epochs; quick profile: 1 and 3): 4 samples of every digit, their denoising
+GIF, and the quality measured by an independent classifier (minidiff.evaluate) on a larger batch.
+Outputs in outputs/b2_5_sample_class_conditioned/:
+  samples_epoch{e}.png   4 rows x 10 digits
+  denoising_epoch{e}.gif the reverse process, every 10th of the 300 steps
+  metrics.json           class accuracy, confidence and Fréchet distance per snapshot
+  samples.pt             {"images": (N, 1, 28, 28) in [0, 1], "labels": (N,)} from the last epoch
+"""
+import json
+
+import torch
+
+import common
+import part_b
+from minidiff import evaluate, viz
+
+GAMMA = 5.0                 # report 5B §2.4
+SAMPLES_PER_DIGIT = 4
+EVAL_PER_DIGIT = 100        # 1000 samples for the metrics (quick: 30 per digit)
+
+
+def main():
+    p = common.parser(__doc__)
+    p.add_argument("--checkpoint", help="the training checkpoint.pt (default: the b2_4 stage's)")
+    p.add_argument("--gamma", type=float, default=GAMMA, help="classifier-free guidance scale")
+    args = p.parse_args()
+    out = common.stage_dir(args, "b2_5_sample_class_conditioned")
+    dev = common.device(args.device)
+    classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
+    per_digit = 30 if args.quick else EVAL_PER_DIGIT
+    metrics = {}
+    for epoch, path in part_b.snapshots(part_b.default_checkpoint(args, "class")):
+        model = part_b.load_model(path, dev)
+        digits = torch.arange(10).repeat(SAMPLES_PER_DIGIT)                       # (40,) rows of 0..9
+        images, frames = part_b.sample(model, len(digits), common.generator(args.seed, dev), digits, args.gamma)
+        common.wrote(viz.save_grid(images, out / f"samples_epoch{epoch}.png", nrow=10,
+                                   title=f"class-conditioned, γ = {args.gamma}, epoch {epoch}"))
+        common.wrote(viz.save_gif(frames, out / f"denoising_epoch{epoch}.gif", nrow=10))
+        eval_digits = torch.arange(10).repeat(per_digit)
+        eval_images, _ = part_b.sample(model, len(eval_digits), common.generator(args.seed + 1, dev),
+                                       eval_digits, args.gamma, frame_every=10 ** 9)
+        m = evaluate.evaluate_samples(classifier, eval_images, eval_digits)
+        print(f"epoch {epoch}: {m}")
+        metrics[f"epoch{epoch}"] = m.__dict__
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    common.wrote(out / "metrics.json")
+    torch.save({"images": images.cpu(), "labels": digits}, out / "samples.pt")
+    common.wrote(out / "samples.pt")
+
+
+if __name__ == "__main__":
+    common.run(main)

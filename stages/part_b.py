@@ -1,0 +1,110 @@
+"""What the Part B stages share: the training profiles, the training driver, DDPM sampling with CFG.
+
+Profiles: the default is the report's hyperparameters (5B §1.2.1, §2.2, §2.4; meant for a GPU, or a CPU given
+hours). `--quick` is a CPU profile (smaller D, fewer epochs) that trains all three models in minutes on two cores.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+
+import common
+from minidiff import mnist_backbone, viz
+from minidiff.data import load_mnist
+from minidiff.guidance import cfg as classifier_free_guidance, conditional
+from minidiff.sampling import ddpm_timesteps, iterative_denoise
+from minidiff.train import CHECKPOINT, TrainConfig, load_checkpoint, load_model, train
+
+REPORT = {
+    "denoiser": TrainConfig.denoiser(),
+    "time": TrainConfig.time_conditioned(snapshot_epochs=(5,)),
+    "class": TrainConfig.class_conditioned(snapshot_epochs=(5,)),
+}
+QUICK = {
+    "denoiser": TrainConfig.denoiser(num_hiddens=32, epochs=2, lr=1e-3, snapshot_epochs=(1,)),
+    "time": TrainConfig.time_conditioned(num_hiddens=32, epochs=2, snapshot_epochs=(1,)),
+    "class": TrainConfig.class_conditioned(num_hiddens=32, epochs=3, snapshot_epochs=(1,)),
+}
+TRAIN_STAGE = {"denoiser": "b1_2_1_train_denoiser", "time": "b2_2_train_time_conditioned",
+               "class": "b2_4_train_class_conditioned"}
+
+
+def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--epochs", type=int, help="override the profile's number of epochs")
+    p.add_argument("--num-hiddens", type=int, help="override the profile's UNet width D")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs and AMX CPUs)")
+    return p
+
+
+def training_config(args: argparse.Namespace, kind: str) -> TrainConfig:
+    cfg = (QUICK if args.quick else REPORT)[kind]
+    changes = {"seed": args.seed, "bf16": args.bf16 or cfg.bf16}
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.num_hiddens is not None:
+        changes["num_hiddens"] = args.num_hiddens
+    return dataclasses.replace(cfg, **changes)
+
+
+def run_training(args: argparse.Namespace, kind: str, title: str) -> tuple[dict, Path]:
+    """Train (resuming if a checkpoint exists) and plot the loss curve. Returns (final state, output folder)."""
+    cfg = training_config(args, kind)
+    out = common.stage_dir(args, TRAIN_STAGE[kind])
+    dev = common.device(args.device)
+    print(f"training the {kind} UNet on {dev}: {cfg}")
+    images, labels = load_mnist(train=True)
+    state = train(cfg, out, images, labels, device=dev)
+    common.wrote(out / CHECKPOINT)
+    for e in sorted(set(cfg.snapshot_epochs) | {cfg.epochs}):
+        common.wrote(out / f"model_epoch{e}.pt")
+    losses = state["losses"]
+    common.wrote(viz.plot_losses(losses, out / "loss.png", f"{title} (D={cfg.num_hiddens}, {cfg.epochs} epochs)"))
+    print(f"final loss (mean of the last 100 steps): {sum(losses[-100:]) / len(losses[-100:]):.4f}")
+    return state, out
+
+
+def snapshots(checkpoint: Path) -> list[tuple[int, Path]]:
+    """[(epoch, model_epoch{e}.pt)] next to a training checkpoint, in training order."""
+    state = load_checkpoint(checkpoint)
+    cfg = state["config"]
+    epochs = sorted({e for e in cfg["snapshot_epochs"] if e <= state["epoch"]} | {state["epoch"]})
+    return [(e, Path(checkpoint).parent / f"model_epoch{e}.pt") for e in epochs]
+
+
+def default_checkpoint(args: argparse.Namespace, kind: str) -> Path:
+    path = args.checkpoint or Path(args.out) / TRAIN_STAGE[kind] / CHECKPOINT
+    if not Path(path).exists():
+        flag = " --quick" if args.quick else ""
+        raise FileNotFoundError(f"no trained model at {path}; run `python stages/{TRAIN_STAGE[kind]}.py{flag}` first")
+    return Path(path)
+
+
+@torch.no_grad()
+def sample(model, n: int, generator: torch.Generator, digits: torch.Tensor | None = None, gamma: float = 5.0,
+           frame_every: int = 10) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2, sigma_t^2 = beta_t) with all T = 300 steps,
+    with CFG (one batched forward) when `digits` (n,) are given. Returns (images (n, 1, 28, 28) in [0, 1],
+    frames for a GIF: every `frame_every`-th x_t, clamped to [0, 1])."""
+    dev = generator.device
+    model_fn = mnist_backbone.model_fn(model)
+    if digits is None:
+        eps_fn = conditional(model_fn, torch.zeros(1, 10, device=dev))
+    else:
+        eps_fn = classifier_free_guidance(model_fn, mnist_backbone.one_hot(digits, device=dev),
+                                          torch.zeros(1, 10, device=dev), gamma)
+    x_T = torch.randn((n, 1, 28, 28), generator=generator, device=dev)
+    frames = [x_T.clamp(0, 1).cpu()]
+
+    def keep(i, t_prev, x, x0_hat):
+        if (i + 1) % frame_every == 0 or t_prev == -1:
+            frames.append(x.clamp(0, 1).cpu())
+
+    x0 = iterative_denoise(eps_fn, mnist_backbone.schedule(), x_T, ddpm_timesteps(mnist_backbone.NUM_STEPS),
+                           generator=generator, callback=keep)
+    return x0.clamp(0, 1), frames
+
+
+__all__ = ["add_training_args", "run_training", "snapshots", "default_checkpoint", "sample", "load_model"]
