@@ -36,3 +36,75 @@ def model_fn(model: MNISTUNet):
             return model(x_t, t_frac, cond.to(x_t.dtype)), None
         return model(x_t, t_frac), None
     return fn
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Part A backbone (minidiff/backbone.py): every §1.x experiment on the class-conditioned MNIST model.
+# ---------------------------------------------------------------------------------------------------------------
+
+START, STRIDE = 290, 10          # the report strides 990..0 by 30 of T = 1000 (§1.4); we stride 290..0 by 10 of 300
+TEST_DIGITS = (3, 2, 1, 18, 4, 8, 11, 0, 61, 7)   # MNIST test-set indices of one 0, 1, ..., 9 (labels checked)
+
+
+class MNISTBackbone:
+    """Our class-conditioned MNIST UNet (Part B, report 5B §2.4) behind the Part A interface (backbone.Backbone).
+
+    Digits play the prompts: "0".."9" -> one-hot, "" -> all zeros (the "no class" the model was trained with
+    p = 0.1). Images live in [0, 1], the training range; samples start from N(0, I) like any DDPM.
+    """
+
+    name = "mnist"
+    image_shape = (1, 28, 28)
+    threshold = None
+
+    def __init__(self, model: MNISTUNet):
+        if model.config.conditioning != "class":
+            raise ValueError(f"the MNIST backbone needs the class-conditioned model, got a "
+                             f"{model.config.conditioning!r}-conditioned one (train it with b2_4)")
+        self.model = model.eval()
+        self.schedule = schedule()
+        self.timesteps = list(range(START, -1, -STRIDE))                             # [290, 280, ..., 0]
+        self._fn = model_fn(model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def from_checkpoint(cls, path, device="cpu") -> "MNISTBackbone":
+        from .train import load_model
+        return cls(load_model(path, device))
+
+    @torch.no_grad()
+    def model_fn(self, x_t: torch.Tensor, t: int, cond: torch.Tensor):
+        """(B, 1, 28, 28), int t, (B, 10) one-hot -> (eps_hat (B, 1, 28, 28), None)."""
+        return self._fn(x_t, t, cond)
+
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        """["3", "", ...] -> (N, 10) float one-hots on the model's device ("" -> zeros)."""
+        digits = []
+        for p in prompts:
+            p = p.strip()
+            if p != "" and not (len(p) == 1 and p.isdigit()):
+                raise ValueError(f"the MNIST backbone's prompts are the digits '0'..'9' or '' (unconditional), got {p!r}")
+            digits.append(int(p) if p else -1)
+        return one_hot(digits, device=self.device)
+
+    def load_image(self, path) -> torch.Tensor:
+        """A drawing or photo as a (1, 1, 28, 28) grayscale image in [0, 1] (MNIST draws white on black)."""
+        from .data import load_image
+        return load_image(path, 28, channels=1).to(self.device)
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(0.0, 1.0)
+
+    def test_images(self) -> list[tuple[str, torch.Tensor]]:
+        """Three fixed test-set digits (a 7, a 2 and a 3), each (1, 1, 28, 28) in [0, 1]."""
+        from .data import load_mnist
+        images, labels = load_mnist(train=False)
+        picks = [TEST_DIGITS[d] for d in (7, 2, 3)]
+        return [(f"test digit {int(labels[i])}", images[i].float().div(255.0).view(1, 1, 28, 28).to(self.device))
+                for i in picks]
+
+    def upsample(self, x: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return x

@@ -154,7 +154,10 @@ def iterative_denoise(
         t, t_prev = timesteps[i], timesteps[i + 1]
         eps_hat, v_hat = eps_fn(x, t)
         noise = None if i == last else torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x0_hat = predict_x0(schedule, x, t, eps_hat) if callback is not None else None
+        x0_hat = None
+        if callback is not None:                  # the x0_hat the step uses (thresholded when it is)
+            x0_hat = predict_x0(schedule, x, t, eps_hat)
+            x0_hat = x0_hat if threshold is None else dynamic_threshold(x0_hat, threshold)
         x = reverse_step(schedule, x, t, t_prev, eps_hat, v_hat, noise, threshold)
         if inpaint is not None:
             x_orig, mask = inpaint

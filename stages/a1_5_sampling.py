@@ -1,0 +1,29 @@
+"""Report 5A §1.5, diffusion model sampling: NUM_SAMPLES images from pure noise with the strided loop
+(i_start = 0), no guidance. The report's prompt is "a high quality photo"; MNIST samples unconditionally ("").
+
+Outputs in outputs/a1_5_sampling/: samples.png (one row) and samples.pt.
+"""
+import common
+import part_a
+from minidiff import viz
+from minidiff.sampling import iterative_denoise
+
+NUM_SAMPLES = 5                                                   # §1.5
+PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.5, no CFG
+
+
+def main(argv=None):
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_5_sampling", argv)
+    prompt = part_a.pick(args, backbone, PROMPT)[0]
+    x = part_a.noise(backbone, NUM_SAMPLES, dev, gen)
+    x = iterative_denoise(part_a.eps_fn_for(backbone, prompt), backbone.schedule, x, backbone.timesteps,
+                          generator=gen, threshold=backbone.threshold)
+    images = backbone.to_unit(backbone.upsample(x, [prompt] * NUM_SAMPLES))
+    common.wrote(viz.save_table([list(images)], out / "samples.png",
+                                col_titles=[f"sample {i + 1}" for i in range(NUM_SAMPLES)],
+                                title=f"§1.5 samples, {part_a.title(prompt)}, no CFG ({backbone.name})"))
+    part_a.save_samples(out, images, [prompt] * NUM_SAMPLES)
+
+
+if __name__ == "__main__":
+    common.run(main)

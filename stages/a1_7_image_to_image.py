@@ -1,0 +1,29 @@
+"""Report 5A §1.7, image-to-image translation (SDEdit; Meng et al. 2021): each test image noised to
+timesteps[i_start] by [A.1] and denoised with CFG (gamma = 7, "a high quality photo"; MNIST: the unconditional "").
+Small i_start = more noise = a new image; large i_start = close to the input.
+
+Outputs in outputs/a1_7_image_to_image/: edits.png (one row per image, columns i_start = 1, 3, 5, 7, 10, 20 and
+the original) and samples.pt (the edits, row by row).
+"""
+import common
+import part_a
+from minidiff import viz
+
+I_STARTS = (1, 3, 5, 7, 10, 20)                                   # §1.7
+GAMMA = 7.0                                                       # §1.7, CFG as in §1.6
+PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.7
+
+
+def main(argv=None):
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_7_image_to_image", argv)
+    prompt = part_a.pick(args, backbone, PROMPT)[0]
+    named = part_a.inputs(args, backbone)
+    eps_fn = part_a.eps_fn_for(backbone, prompt, GAMMA)
+    rows, edits, cols = part_a.sdedit_rows(backbone, [eps_fn] * len(named), [x for _, x in named], I_STARTS, gen)
+    common.wrote(viz.save_table(rows, out / "edits.png", col_titles=cols, row_titles=[n for n, _ in named],
+                                title=f"§1.7 SDEdit, {part_a.title(prompt)}, gamma = {GAMMA:g} ({backbone.name})"))
+    part_a.save_samples(out, edits, [prompt] * len(edits))
+
+
+if __name__ == "__main__":
+    common.run(main)

@@ -1,0 +1,174 @@
+"""Combinators over noise estimators: CFG [A.4], views and anagrams (§1.8), blur and hybrids (§1.2, §1.10)."""
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minidiff import guidance as G
+
+B, C, H, W = 2, 3, 16, 16
+
+
+def rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+class ToyModel:
+    """A conditional estimator whose output depends on x, t and cond, with variance channels; counts calls."""
+
+    def __init__(self, with_v=True):
+        self.calls, self.with_v = [], with_v
+        self.w = rand(C, C, 3, 3, seed=42) / 9
+
+    def __call__(self, x_t, t, cond):                       # cond: (N, 4)
+        self.calls.append(x_t.shape[0])
+        eps = torch.tanh(F.conv2d(x_t, self.w, padding=1)) + cond[:, :1, None, None] * x_t \
+            + cond[:, 1:2, None, None] + 1e-3 * t
+        v = torch.tanh(x_t * cond[:, 2:3, None, None] + cond[:, 3:4, None, None]) if self.with_v else None
+        return eps, v
+
+
+@pytest.fixture
+def conds():
+    return rand(1, 4, seed=1), rand(1, 4, seed=2), rand(1, 4, seed=3)      # c1, c2, uncond
+
+
+def test_cfg_endpoints_and_one_batched_forward(conds):
+    c, _, u = conds
+    m, x = ToyModel(), rand(B, C, H, W, seed=4)
+    eps_c, v_c = m(x, 7, c.expand(B, -1))
+    eps_u, _ = m(x, 7, u.expand(B, -1))
+    m.calls.clear()
+    for gamma, want in ((0.0, eps_u), (1.0, eps_c), (7.0, eps_u + 7 * (eps_c - eps_u))):
+        eps, v = G.cfg(m, c, u, gamma)(x, 7)
+        torch.testing.assert_close(eps, want)
+        torch.testing.assert_close(v, v_c)                         # variance from the conditional branch
+    assert m.calls == [2 * B] * 3
+
+
+def test_conditional_repeats_cond(conds):
+    m, x = ToyModel(), rand(B, C, H, W, seed=4)
+    eps, _ = G.conditional(m, conds[0])(x, 3)
+    torch.testing.assert_close(eps, m(x, 3, conds[0].expand(B, -1))[0])
+
+
+VIEWS = [G.identity(), G.flip_vertical(), G.flip_horizontal(), G.rotate(90), G.rotate(180), G.rotate(270),
+         G.negate(), G.patch_permute(4), G.patch_permute(8, seed=3)]
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.name)
+def test_view_inverse_undoes_it_and_is_orthogonal(view):
+    x = rand(B, C, H, W, seed=5)
+    torch.testing.assert_close(view.invert(view.apply(x)), x, rtol=0, atol=0)
+    torch.testing.assert_close(view.apply(view.invert(x)), x, rtol=0, atol=0)
+    torch.testing.assert_close(view.invert_variance(view.apply(x).abs()).abs(), x.abs())   # v moves with pixels
+    # orthogonal: a permutation and/or sign flip of the pixels, so N(0, I) noise stays N(0, I) [Geng et al. 2024]
+    assert torch.equal(view.apply(x).abs().flatten().sort().values, x.abs().flatten().sort().values)
+
+
+def test_views_are_the_named_transforms():
+    x = torch.arange(16.).view(1, 1, 4, 4)
+    assert torch.equal(G.flip_vertical().apply(x)[0, 0, 0], x[0, 0, 3])
+    assert torch.equal(G.rotate(180).apply(x), x.flip(-1).flip(-2))
+    assert torch.equal(G.rotate(90).apply(G.rotate(90).apply(x)), G.rotate(180).apply(x))
+    assert torch.equal(G.negate().invert_variance(x), x)               # the variance never changes sign
+    p = G.patch_permute(2).apply(x)
+    assert not torch.equal(p, x) and set(p.flatten().tolist()) == set(x.flatten().tolist())
+    for i in range(0, 4, 2):                                             # whole 2x2 patches move together
+        for j in range(0, 4, 2):
+            block = p[0, 0, i:i + 2, j:j + 2]
+            assert block[0, 1] - block[0, 0] == 1 and block[1, 0] - block[0, 0] == 4
+    with pytest.raises(ValueError, match="divisible"):
+        G.patch_permute(5).apply(x)
+    with pytest.raises(ValueError, match="90, 180 or 270"):
+        G.rotate(45)
+
+
+def test_anagram_of_identical_equivariant_estimators_is_the_estimator():
+    """If eps(flip(x)) = flip(eps(x)) and both prompts are the same, (eps(x) + flip(eps(flip(x)))) / 2 = eps(x)."""
+    k = rand(C, C, 3, 3, seed=6)
+    k = (k + k.flip(-2)) / 2                                             # vertically symmetric kernel: equivariant
+    model = lambda x, t, c: (torch.tanh(F.conv2d(x, k, padding=1)) * c[:, :1, None, None], x.sigmoid())  # noqa
+    c, x = rand(1, 4, seed=7), rand(B, C, H, W, seed=8)
+    eps, v = G.anagram(model, [c, c], [G.identity(), G.flip_vertical()])(x, 5)
+    want_eps, want_v = G.conditional(model, c)(x, 5)
+    torch.testing.assert_close(eps, want_eps)
+    torch.testing.assert_close(v, want_v)
+
+
+@pytest.mark.parametrize("gamma", [None, 7.0])
+def test_anagram_is_the_mean_of_inverted_views_in_one_forward(conds, gamma):
+    c1, c2, u = conds
+    views = [G.identity(), G.flip_vertical(), G.rotate(90), G.negate()]
+    cs = [c1, c2, c1, c2]
+    m, x = ToyModel(), rand(B, C, H, W, seed=9)
+    eps, v = G.anagram(m, cs, views, u if gamma else None, gamma)(x, 11)
+    assert m.calls == [len(views) * B * (2 if gamma else 1)]
+    per_view = [(G.cfg(m, c, u, gamma) if gamma else G.conditional(m, c))(view.apply(x), 11)
+                for view, c in zip(views, cs)]
+    torch.testing.assert_close(eps, sum(view.invert(e) for view, (e, _) in zip(views, per_view)) / len(views))
+    torch.testing.assert_close(v, sum(view.invert_variance(vv) for view, (_, vv) in zip(views, per_view)) / 4)
+
+
+def test_anagram_without_variance_and_bad_arguments(conds):
+    m = ToyModel(with_v=False)
+    eps, v = G.anagram(m, [conds[0]], [G.flip_vertical()])(rand(B, C, H, W), 1)
+    assert v is None and eps.shape == (B, C, H, W)
+    with pytest.raises(ValueError, match="one conditioning per view"):
+        G.anagram(m, [conds[0]], [G.identity(), G.flip_vertical()])
+    with pytest.raises(ValueError, match="unconditional embedding and gamma"):
+        G.anagram(m, [conds[0]], [G.identity()], gamma=3.0)(rand(B, C, H, W), 1)
+
+
+def test_gaussian_blur_matches_torchvision():
+    from torchvision.transforms.functional import gaussian_blur
+    x = rand(B, C, 28, 28, seed=10).float()
+    for k, s in ((5, 1.0), (5, 2.0), (33, 2.0), (1, 0.5)):
+        torch.testing.assert_close(G.gaussian_blur(x, k, s), gaussian_blur(x, [k, k], [s, s]), rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_blur_properties():
+    k = G.gaussian_kernel1d(33, 2.0, dtype=torch.float64)
+    assert k.sum().item() == pytest.approx(1.0) and torch.equal(k, k.flip(0)) and k.argmax() == 16
+    const = torch.full((1, 1, 20, 20), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(G.gaussian_blur(const, 33, 2.0), const)            # low-pass keeps DC
+    torch.testing.assert_close(G.highpass(const, 33, 2.0), torch.zeros_like(const))
+    assert G.gaussian_blur(const.half(), 5, 1.0).dtype == torch.float16
+    with pytest.raises(ValueError, match="odd"):
+        G.gaussian_kernel1d(4, 1.0)
+    with pytest.raises(ValueError, match="larger"):
+        G.gaussian_blur(torch.zeros(1, 1, 8, 8), 33, 2.0)
+
+
+@pytest.mark.parametrize("gamma", [None, 7.0])
+def test_hybrid(conds, gamma):
+    c1, c2, u = conds
+    ug = u if gamma else None
+    m, x = ToyModel(), rand(B, C, 32, 32, seed=12)
+    # hybrid(eps, eps) = eps: low-pass + high-pass is the identity
+    same, v_same = G.hybrid(m, c1, c1, ug, gamma)(x, 4)
+    want, v_want = (G.cfg(m, c1, u, gamma) if gamma else G.conditional(m, c1))(x, 4)
+    torch.testing.assert_close(same, want)
+    torch.testing.assert_close(v_same, v_want)
+    # two prompts: lowpass(eps_1) + highpass(eps_2), in one forward
+    m.calls.clear()
+    eps, _ = G.hybrid(m, c1, c2, ug, gamma)(x, 4)
+    assert m.calls == [2 * B * (2 if gamma else 1)]
+    e1 = (G.cfg(m, c1, u, gamma) if gamma else G.conditional(m, c1))(x, 4)[0]
+    e2 = (G.cfg(m, c2, u, gamma) if gamma else G.conditional(m, c2))(x, 4)[0]
+    torch.testing.assert_close(eps, G.gaussian_blur(e1, 33, 2.0) + e2 - G.gaussian_blur(e2, 33, 2.0))
+
+
+def test_samplers_never_import_a_model():
+    """DESIGN §1: sampling, guidance and editing depend on schedule (and each other) only, never on a model class."""
+    allowed = {"__future__", "math", "dataclasses", "typing", "torch", "torch.nn.functional",
+               "schedule", "sampling"}
+    root = Path(G.__file__).parent
+    for name in ("sampling.py", "guidance.py", "editing.py"):
+        for node in ast.walk(ast.parse((root / name).read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert (node.module or "") in allowed, f"{name} imports from {node.module}"
+            elif isinstance(node, ast.Import):
+                assert all(a.name in allowed for a in node.names), f"{name} imports {[a.name for a in node.names]}"

@@ -1,0 +1,132 @@
+"""Part A stages on the MNIST backbone: each runs (--quick) on a tiny freshly trained model, writes its figures
+and samples.pt, and the same seed gives the same result."""
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "stages"))
+
+STAGES = {   # stage -> files it writes
+    "a1_1_forward": ["forward.png"],
+    "a1_2_classical_denoising": ["blur.png"],
+    "a1_3_one_step_denoising": ["one_step.png"],
+    "a1_4_iterative_denoising": ["steps.png", "compare.png", "denoising.gif"],
+    "a1_5_sampling": ["samples.png", "samples.pt"],
+    "a1_6_cfg": ["samples.png", "samples.pt"],
+    "a1_7_image_to_image": ["edits.png", "samples.pt"],
+    "a1_7_1_hand_drawn_and_web": ["edits.png", "samples.pt"],
+    "a1_7_2_inpainting": ["inpainting.png", "samples.pt"],
+    "a1_7_3_text_conditioned": ["edits.png", "samples.pt"],
+    "a1_8_visual_anagrams": ["anagrams.png", "samples.pt"],
+    "a1_10_hybrid_images": ["hybrids.png", "samples.pt"],
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny class-conditioned UNet (D = 8, one epoch on 512 digits: seconds), trained like b2_4's."""
+    from minidiff.data import load_mnist
+    from minidiff.train import TrainConfig, train
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                 # tiny convolutions: threads only add overhead on a shared CPU
+    out = tmp_path_factory.mktemp("mnist_cc")
+    x, y = load_mnist()
+    train(TrainConfig.class_conditioned(num_hiddens=8, epochs=1), out, x[:512], y[:512], progress=False)
+    yield out / "checkpoint.pt"
+    torch.set_num_threads(threads)
+
+
+def run(stage, checkpoint, out, *extra):
+    importlib.import_module(stage).main(["--backbone", "mnist", "--quick", "--device", "cpu",
+                                         "--checkpoint", str(checkpoint), "--out", str(out), *extra])
+    return out / stage
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_stage_writes_its_figures_and_samples(stage, checkpoint, tmp_path, capsys):
+    d = run(stage, checkpoint, tmp_path)
+    assert sorted(p.name for p in d.iterdir()) == sorted(STAGES[stage])
+    printed = capsys.readouterr().out
+    for name in STAGES[stage]:
+        assert (d / name).stat().st_size > 0 and f"{stage}/{name}" in printed
+    if "samples.pt" in STAGES[stage]:
+        s = torch.load(d / "samples.pt", weights_only=True)
+        images = s["images"]
+        assert images.dtype == torch.float32 and images.dim() == 4 and images.shape[1:] == (1, 28, 28)
+        assert 0 <= images.min() and images.max() <= 1
+        assert len(s["prompts"]) == images.shape[0]
+        if "labels" in s:
+            assert s["labels"].dtype == torch.int64 and s["labels"].shape == (images.shape[0],)
+            assert s["labels"].tolist() == [int(p) for p in s["prompts"]]
+
+
+def test_cfg_stage_is_deterministic_and_labelled(checkpoint, tmp_path):
+    a = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "a") / "samples.pt", weights_only=True)
+    b = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "b") / "samples.pt", weights_only=True)
+    c = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "c", "--seed", "1") / "samples.pt", weights_only=True)
+    assert torch.equal(a["images"], b["images"]) and not torch.equal(a["images"], c["images"])
+    assert a["labels"].tolist() == [0, 1]                  # --quick: the first two digit prompts
+    d = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "d", "--prompt", "3", "", "9") / "samples.pt",
+                   weights_only=True)
+    assert d["prompts"] == ["3", "", "9"] and "labels" not in d   # "" is unconditional: no label for all
+
+
+def test_anagram_stage_takes_a_view_and_prompts(checkpoint, tmp_path):
+    d = run("a1_8_visual_anagrams", checkpoint, tmp_path, "--view", "rot180", "--prompt", "6", "9")
+    s = torch.load(d / "samples.pt", weights_only=True)
+    assert s["prompts"] == ["6|9"] * 2 and s["images"].shape == (2, 1, 28, 28)
+
+
+def test_sdedit_stage_takes_an_image(checkpoint, tmp_path):
+    d = run("a1_7_image_to_image", checkpoint, tmp_path, "--image", str(REPO / "data/drawings/sketch_4.png"))
+    assert torch.load(d / "samples.pt", weights_only=True)["images"].shape == (6, 1, 28, 28)   # six i_start
+
+
+def test_backbone_choice_and_errors(checkpoint, tmp_path, capsys):
+    stage = importlib.import_module("a1_5_sampling")
+    common = ["--quick", "--device", "cpu", "--out", str(tmp_path)]
+    stage.main(["--backbone", "auto", "--checkpoint", str(checkpoint), *common])   # no IF weights offline
+    assert "backbone: mnist (" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="b2_4_train_class_conditioned.py --quick"):
+        stage.main(["--backbone", "mnist", "--checkpoint", str(tmp_path / "none.pt"), *common])
+    with pytest.raises(ValueError, match="digits '0'..'9'"):
+        stage.main(["--backbone", "mnist", "--checkpoint", str(checkpoint), "--prompt", "a rocket ship", *common])
+
+
+def test_cli_error_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "stages/a1_1_forward.py"), "--backbone", "mnist",
+                        "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stderr.strip().count("\n") == 0
+    assert r.stderr.startswith("error: no MNIST checkpoint at") and "b2_4_train_class_conditioned" in r.stderr
+
+
+def test_mnist_backbone_interface(checkpoint):
+    from minidiff.backbone import Backbone
+    from minidiff.mnist_backbone import MNISTBackbone
+    from minidiff.mnist_unet import MNISTUNet, MNISTUNetConfig
+    bb = MNISTBackbone.from_checkpoint(checkpoint)
+    assert isinstance(bb, Backbone) and bb.name == "mnist" and bb.threshold is None
+    assert bb.timesteps == list(range(290, -1, -10)) and bb.image_shape == (1, 28, 28)
+    assert bb.schedule.num_steps == 300
+    c = bb.embed(["3", "", " 0 "])
+    assert c.shape == (3, 10) and c[0].argmax() == 3 and c[1].abs().sum() == 0 and c[2, 0] == 1 and c.sum() == 2
+    eps, v = bb.model_fn(torch.randn(3, 1, 28, 28), 290, c)
+    assert eps.shape == (3, 1, 28, 28) and v is None
+    names = [n for n, _ in bb.test_images()]
+    assert names == ["test digit 7", "test digit 2", "test digit 3"]
+    x = bb.test_images()[0][1]
+    assert x.shape == (1, 1, 28, 28) and 0 <= x.min() and x.max() <= 1 and x.max() > 0.9
+    drawing = bb.load_image(REPO / "data/drawings/sketch_2.png")
+    assert drawing.shape == (1, 1, 28, 28) and drawing.mean() < 0.3        # white strokes on black, like MNIST
+    assert torch.equal(bb.upsample(x, ["7"]), x) and torch.equal(bb.to_unit(x * 3 - 1), (x * 3 - 1).clamp(0, 1))
+    for bad in (["10"], ["a rocket ship"], ["-1"]):
+        with pytest.raises(ValueError, match="digits"):
+            bb.embed(bad)
+    with pytest.raises(ValueError, match="class-conditioned"):
+        MNISTBackbone(MNISTUNet(MNISTUNetConfig(num_hiddens=8)))
