@@ -1,7 +1,7 @@
 """What every Part A stage (a1_1 .. a1_10) shares: backbone selection, prompts, inputs, samples.pt, figure rows.
 
 Every Part A experiment runs on a `minidiff.backbone.Backbone`:
-  --backbone deepfloyd   DeepFloyd IF (stage I + II), the report's model (arrives with the IF issues)
+  --backbone deepfloyd   DeepFloyd IF (stage I + II), the report's model (--model / --stage2: Hub ids or folders)
   --backbone mnist       our class-conditioned MNIST model from Part B; digits play the prompts
   --backbone auto        deepfloyd when it is available, otherwise mnist (and says so)
 Stages key their per-backbone constants (prompts, noise levels) on `backbone.name`.
@@ -19,6 +19,7 @@ import torch
 import common
 from minidiff import guidance
 from minidiff.mnist_backbone import MNISTBackbone
+from minidiff.deepfloyd import STAGE1_SOURCE, STAGE2_SOURCE
 
 QUICK_ITEMS = 2
 MNIST_CHECKPOINT = common.OUTPUTS / "b2_4_train_class_conditioned" / "checkpoint.pt"
@@ -29,6 +30,12 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p = common.parser(doc)
     p.add_argument("--backbone", choices=("auto", "deepfloyd", "mnist"), default="auto",
                    help="the pretrained model: DeepFloyd IF or our MNIST model (default: auto)")
+    p.add_argument("--model", default=STAGE1_SOURCE,
+                   help="DeepFloyd stage I: a Hub repo id (DeepFloyd/IF-I-XL-v1.0, -L-, -M-) or a local folder laid "
+                        "out like one; its T5 encodes prompts missing from the cache (default: %(default)s)")
+    p.add_argument("--stage2", default=STAGE2_SOURCE,
+                   help="DeepFloyd stage II (super-resolution to 256 px): Hub repo id (DeepFloyd/IF-II-L-v1.0, "
+                        "-M-) or local folder (default: %(default)s)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help=f"MNIST backbone weights (default: {MNIST_CHECKPOINT.relative_to(common.REPO)})")
     p.add_argument("--image", type=Path, nargs="+", default=None, help="input image(s) instead of the defaults")
@@ -39,11 +46,21 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 def load_backbone(args: argparse.Namespace, dev: torch.device):
     """The backbone named by --backbone, on `dev`. One-line errors for what is missing."""
-    if args.backbone == "deepfloyd":
-        raise ValueError("the deepfloyd backbone is not implemented yet (it comes with the DeepFloyd IF issues); "
-                         "use --backbone mnist")
-    if args.backbone == "auto":
-        print("backbone: mnist (auto: the deepfloyd backbone is not available yet)")
+    if args.backbone in ("deepfloyd", "auto"):
+        from minidiff import deepfloyd, hub, prompts
+        reason = None
+        if args.backbone == "auto":   # cheap and offline: looks for the files, loads nothing
+            reason = deepfloyd.unavailable_reason(args.model, args.stage2,
+                                                  needed_prompts=[*prompts.REPORT_PROMPTS, *(args.prompt or [])])
+        if reason is None:
+            try:
+                return deepfloyd.DeepFloydBackbone.from_pretrained(
+                    args.model, args.stage2, device=dev, dtype=torch.float16 if dev.type == "cuda" else torch.float32)
+            except hub.LoadError as e:
+                if args.backbone == "deepfloyd":
+                    raise
+                reason = str(e)
+        print(f"backbone: mnist (DeepFloyd IF not available: {reason})")
     path = args.checkpoint or MNIST_CHECKPOINT
     if not Path(path).is_file():
         raise FileNotFoundError(f"no MNIST checkpoint at {path}; run `python stages/b2_4_train_class_conditioned.py "

@@ -1,0 +1,271 @@
+"""The DeepFloyd IF backbone (minidiff/backbone.py): stage I (64 px) samples, stage II (256 px) upsamples.
+
+IF (DeepFloyd 2023) is a pixel-space cascade: stage I makes a 64x64 image from a T5 prompt embedding, stage II
+(super-resolution) makes a 256x256 image from the same prompt and the stage-I image. Both are our own IFUNet
+(minidiff/unet_if.py) with the published weights (minidiff/hub.py); prompts go through the prompt-embedding
+cache (minidiff/prompts.py), so T5 XXL is loaded only for prompts it has never seen.
+
+    backbone = DeepFloydBackbone.from_pretrained("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0",
+                                                 device="cuda", dtype=torch.float16)
+    cond = backbone.embed(["a rocket ship"])                      # (1, 77, 4096) float32
+    eps_hat, v_hat = backbone.model_fn(x_t, 990, cond)           # stage I: output channels 0-2, 3-5
+    x256 = backbone.upsample(x64, ["a rocket ship"])              # stage II, CFG gamma = 4
+
+Memory: at most one network is in memory at a time (with one_unet_at_a_time=True, the default). Stage I is
+loaded at construction; `upsample` frees it, loads stage II, samples, frees stage II, and the next `model_fn`
+reloads stage I (from the OS file cache: seconds). When a prompt must go through T5, the UNet is freed first.
+So IF-I-XL (4.3 B parameters, 8.6 GB in fp16) and IF-II-L (1.2 B, 2.5 GB) run on a 16 GB GPU, and T5 XXL
+(4.8 B, 9.5 GB in bf16) never shares it with a UNet. one_unet_at_a_time=False keeps both UNets once loaded.
+
+Every shape is read from the downloaded config.json (IF-I-M/L/XL, IF-II-M/L): image_shape is stage I's
+`sample_size`, the upsampled size stage II's.
+"""
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from . import data, guidance, hub, prompts
+from .sampling import iterative_denoise, strided_timesteps
+from .schedule import NoiseSchedule
+from .unet_if import STAGE2_NOISE_LEVEL, IFUNet, stage2_condition, stage2_input
+
+STAGE1_SOURCE = "DeepFloyd/IF-I-XL-v1.0"
+STAGE2_SOURCE = "DeepFloyd/IF-II-L-v1.0"
+START, STRIDE = 990, 30              # report 5A §1.4: strided_timesteps(990, 30) = [990, 960, ..., 0], 34 entries
+STAGE2_GUIDANCE = 4.0                # CFG scale of IF's super-resolution pipeline (diffusers' default for stage II)
+STAGE2_STEPS = 50                    # its default num_inference_steps: t = 980, 960, ..., 0 (pipeline_timesteps(50))
+STAGE2_THRESHOLD = 1.0               # IF-II scheduler_config.json: thresholding, sample_max_value 1.0 (= clip to [-1, 1])
+TEST_IMAGES = ("rocket", "astronaut", "chelsea")   # photos in data/; rocket.png plays the report's Campanile (§1.1)
+UNET_WEIGHTS = ["diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors"]
+T5_WEIGHTS = ["model.safetensors.index.fp16.json", "model.fp16.safetensors", "model.safetensors.index.json",
+              "model.safetensors"]
+
+
+def pipeline_timesteps(num_inference_steps: int, num_train_steps: int = 1000) -> list[int]:
+    """The timesteps of IF's diffusers pipelines for `num_inference_steps` = N (DDPMScheduler, "leading" spacing):
+    the model runs at t = (N-1)s, ..., s, 0 with stride s = num_train_steps // N, and the last step, from t = 0,
+    lands on the clean image (t' = -1, alpha_bar = 1). Returned as that list + [-1] for iterative_denoise:
+    N = 5 -> [800, 600, 400, 200, 0, -1]; N = 10 -> [900, 800, ..., 0, -1]; N = 20 -> [950, 900, ..., 0, -1]."""
+    if not 1 <= num_inference_steps <= num_train_steps:
+        raise ValueError(f"num_inference_steps must be in [1, {num_train_steps}], got {num_inference_steps}")
+    stride = num_train_steps // num_inference_steps
+    return [i * stride for i in range(num_inference_steps - 1, -1, -1)] + [-1]
+
+
+class DeepFloydBackbone:
+    """DeepFloyd IF behind the Part A interface (backbone.Backbone): stage I is the denoiser, stage II `upsample`.
+
+    Images live in [-1, 1]. Prompt embeddings are T5(prompt) from the prompt cache, keyed by the stage-I source
+    (whose text_encoder/ and tokenizer/ folders hold T5); "" is the unconditional prompt. Build it with
+    `from_pretrained`; every argument of __init__ is documented there.
+    """
+
+    name = "deepfloyd"
+
+    def __init__(self, source: str | os.PathLike = STAGE1_SOURCE, stage2_source: str | os.PathLike = STAGE2_SOURCE,
+                 *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 revision: Optional[str] = None, stage2_revision: Optional[str] = None,
+                 prompt_cache: str | os.PathLike | None = None, threshold: Optional[float] = None,
+                 stage2_steps: int = STAGE2_STEPS, stage2_guidance: float = STAGE2_GUIDANCE,
+                 t5_device: str | torch.device | None = None, t5_dtype: torch.dtype = torch.bfloat16,
+                 one_unet_at_a_time: bool = True):
+        self.source, self.stage2_source = str(source), str(stage2_source)
+        self.revision, self.stage2_revision = revision, stage2_revision
+        self.device, self.dtype = torch.device(device), dtype
+        self.prompt_cache = prompt_cache
+        self.threshold = threshold
+        self.stage2_steps, self.stage2_guidance = stage2_steps, stage2_guidance
+        self.t5_device, self.t5_dtype = torch.device(t5_device or device), t5_dtype
+        self.one_unet_at_a_time = one_unet_at_a_time
+        self.schedule = NoiseSchedule.cosine(1000)               # IF's squaredcos_cap_v2, T = 1000 (DESIGN §5)
+        self.timesteps = strided_timesteps(START, STRIDE)       # [990, 960, ..., 0]
+        self._unets: dict[str, IFUNet] = {}                     # "I" / "II" -> the loaded UNet
+        config = self.stage1().config                           # load now: fail early, read the shapes
+        self.text_dim = config.encoder_hid_dim
+        self.image_shape = (3, config.sample_size, config.sample_size)
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike = STAGE1_SOURCE,
+                        stage2_source: str | os.PathLike = STAGE2_SOURCE, **kwargs) -> "DeepFloydBackbone":
+        """Load stage I now (stage II on the first `upsample`).
+
+        Args:
+            source: stage I, a Hub repo id (IF-I-M/L/XL-v1.0) or a local folder laid out like one; its
+                text_encoder/ and tokenizer/ encode the prompts missing from the cache.
+            stage2_source: stage II (IF-II-M/L-v1.0) repo id or folder.
+            device, dtype: of the UNets (stages pick float16 on CUDA, float32 on the CPU); the fp16 weight files
+                are read and cast as they load.
+            revision, stage2_revision: Hub branch, tag or commit (None: main); `revision` is part of the cache key.
+            prompt_cache: the prompt-embedding cache file (default: prompts.default_cache_path()).
+            threshold: dynamic thresholding of stage I's x0_hat (IF's pipeline: 1.5); None = the report's
+                plain sampler [A.3].
+            stage2_steps, stage2_guidance: upsample's defaults (50 pipeline steps, CFG gamma = 4, IF's own).
+            t5_device, t5_dtype: where T5 runs for uncached prompts (default: device, bfloat16).
+            one_unet_at_a_time: free each network before loading the next (see the module docstring).
+        Raises:
+            hub.LoadError (one line, with the fix): gated repo, not logged in, offline and not cached, bad folder.
+        """
+        return cls(source, stage2_source, **kwargs)
+
+    # --- networks, loaded one at a time ---------------------------------------------------------------------
+
+    def stage1(self) -> IFUNet:
+        return self._unet("I")
+
+    def stage2(self) -> IFUNet:
+        return self._unet("II")
+
+    def _unet(self, stage: str) -> IFUNet:
+        if stage not in self._unets:
+            if self.one_unet_at_a_time:
+                self.release()
+            source, revision = (self.source, self.revision) if stage == "I" else (self.stage2_source,
+                                                                                 self.stage2_revision)
+            unet = hub.load_unet(source, "unet", variant="fp16", dtype=self.dtype, device=self.device,
+                                 revision=revision)
+            is_stage2 = unet.config.class_embed_type == "timestep"
+            if is_stage2 != (stage == "II") or unet.config.in_channels != (6 if is_stage2 else 3):
+                want, flag = ("stage I (IF-I-M/L/XL)", "--model") if stage == "I" else ("stage II (IF-II-M/L)",
+                                                                                        "--stage2")
+                raise ValueError(f"{source} holds a {'stage II' if is_stage2 else 'stage I'} UNet where a {want} "
+                                 f"one is needed: pass a {want} repo id or folder ({flag})")
+            self._unets[stage] = unet
+        return self._unets[stage]
+
+    def release(self) -> None:
+        """Free the loaded UNets (the next model_fn / upsample reloads what it needs)."""
+        if not self._unets:
+            return
+        self._unets.clear()
+        gc.collect()                                  # now, not at the next automatic collection
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # --- the Backbone interface ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def model_fn(self, x_t: torch.Tensor, t: int, cond: torch.Tensor):
+        """Stage I: (B, 3, h, w) x_t, int t, (B, 77, d_text) cond -> (eps_hat, v_hat), each (B, 3, h, w) in x_t's
+        dtype (output channels 0-2 and 3-5, DESIGN §2); v_hat in about [-1, 1]. A half-precision UNet casts."""
+        unet = self.stage1()
+        w = unet.conv_in.weight.dtype
+        out = unet(x_t.to(w), t, cond.to(x_t.device, w)).to(x_t.dtype)           # (B, 6, h, w)
+        return out[:, :3], out[:, 3:6]
+
+    def embed(self, prompts_: Sequence[str]) -> torch.Tensor:
+        """Prompts -> (N, 77, d_text) float32 T5 embeddings on the device, from the cache (T5 runs only for
+        prompts missing from it, after the UNets are freed). "" is the unconditional prompt.
+        Raises prompts.PromptCacheError (one line) when a prompt is missing and T5 cannot be loaded."""
+        if isinstance(prompts_, str):
+            raise TypeError("embed expects a list of prompts, got a single string")
+        prompts_ = list(prompts_)
+        if self._unets and self.one_unet_at_a_time and prompts.missing_prompts(
+                prompts_, self.source, self.revision, self.prompt_cache):
+            self.release()                                                        # never T5 and a UNet together
+        cond = prompts.encode_prompts(prompts_, self.source, revision=self.revision, cache_path=self.prompt_cache,
+                                      dtype=self.t5_dtype, device=self.t5_device)   # (N, 77, d_text) on the CPU
+        if cond.shape[-1] != self.text_dim:
+            raise ValueError(f"the prompt embeddings of {self.source} are {cond.shape[-1]} wide but its UNet reads "
+                             f"{self.text_dim}: the text_encoder/ and unet/ folders come from different models")
+        return cond.to(self.device)
+
+    def load_image(self, path: Path | str) -> torch.Tensor:
+        """A photo or drawing as (1, 3, h, w) float32 in [-1, 1] on the device (h = w = stage I's sample_size)."""
+        return data.to_signed(data.load_image(path, self.image_shape[-1])).to(self.device)
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> [0, 1], clamped."""
+        return data.to_unit(x)
+
+    def test_images(self) -> list[tuple[str, torch.Tensor]]:
+        """The photos of §1.1-§1.7: data/rocket.png (our stand-in for the report's Campanile, §1.1's "test
+        image"), data/astronaut.png, data/chelsea.png; each (1, 3, h, w) in [-1, 1]."""
+        return [(name, self.load_image(data.DATA_DIR / f"{name}.png")) for name in TEST_IMAGES]
+
+    @torch.no_grad()
+    def upsample(self, x: torch.Tensor, prompts_: Sequence[str], num_inference_steps: Optional[int] = None,
+                 guidance_scale: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Stage II super-resolution of stage-I images (IF's super-resolution pipeline):
+
+        the stage-I image, bilinearly upsampled and noised to level 250 [A.1] with the image-noising schedule
+        (the same cosine one), is concatenated to x_t as 3 more input channels; the noise level is the UNet's
+        class label. A sample from pure noise then runs the pipeline's strided steps (pipeline_timesteps),
+        with CFG [A.4] against "" (Ho & Salimans 2022) and x0_hat clipped to [-1, 1] (IF-II's thresholding).
+
+        Args:
+            x: (B, 3, h, w) stage-I images in [-1, 1] (clamped to it first).
+            prompts_: B prompts, one per image.
+            num_inference_steps, guidance_scale: default self.stage2_steps (50), self.stage2_guidance (4).
+            generator: seeds the noise (on x's device); None uses the global RNG.
+        Returns:
+            (B, 3, H, W) in [-1, 1], x's dtype and device; H = W = stage II's sample_size (256 for IF-II).
+        """
+        B = x.shape[0]
+        if len(prompts_) != B:
+            raise ValueError(f"upsample needs one prompt per image: got {len(prompts_)} prompts for {B} images")
+        cond, uncond = self.embed(prompts_), self.embed([""])
+        unet = self.stage2()
+        S, w = unet.config.sample_size, unet.conv_in.weight.dtype
+        low_res, level = stage2_condition(x.clamp(-1.0, 1.0), (S, S), self.schedule, STAGE2_NOISE_LEVEL,
+                                          generator=generator)                   # (B, 3, S, S), (B,)
+
+        def model_fn(x_t: torch.Tensor, t: int, c: torch.Tensor):
+            k = x_t.shape[0] // B                                                 # 2 with CFG's batched branches
+            out = unet(stage2_input(x_t, low_res.repeat(k, 1, 1, 1)).to(w), t, c.to(x_t.device, w),
+                       level.repeat(k)).to(x_t.dtype)                            # (kB, 6, S, S)
+            return out[:, :3], out[:, 3:6]
+
+        gamma = self.stage2_guidance if guidance_scale is None else guidance_scale
+        eps_fn = guidance.cfg(model_fn, cond, uncond, gamma)
+        x_T = torch.randn((B, 3, S, S), generator=generator, device=x.device, dtype=x.dtype)
+        y = iterative_denoise(eps_fn, self.schedule, x_T, pipeline_timesteps(num_inference_steps or self.stage2_steps),
+                              generator=generator, threshold=STAGE2_THRESHOLD)
+        if self.one_unet_at_a_time:
+            self.release()
+        return y.clamp(-1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Is IF usable here without downloading anything? (for `--backbone auto`: looks at files only, loads nothing)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _has(source: str, revision: Optional[str], subfolder: str, names: Sequence[str]) -> bool:
+    """Whether one of subfolder/names is in the local folder, or already in the Hugging Face cache (no network)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return any((folder / subfolder / n).is_file() for n in names)
+    if source.startswith(("/", ".", "~")) or source.count("/") != 1:
+        return False
+    return any(isinstance(try_to_load_from_cache(source, f"{subfolder}/{n}", cache_dir=constants.HF_HUB_CACHE,
+                                                 revision=revision), str) for n in names)
+
+
+def unavailable_reason(source: str = STAGE1_SOURCE, stage2_source: str = STAGE2_SOURCE,
+                       revision: Optional[str] = None, stage2_revision: Optional[str] = None,
+                       needed_prompts: Sequence[str] = prompts.REPORT_PROMPTS,
+                       cache_path: str | os.PathLike | None = None) -> Optional[str]:
+    """None when DeepFloyd IF can run offline: both UNets' config and weights are in the local folders or the
+    Hub cache, and `needed_prompts` are in the prompt cache or T5 is there too. Otherwise a one-line reason
+    with the fix. Cheap: reads no weights and never touches the network."""
+    for what, src, rev in (("stage I", str(source), revision), ("stage II", str(stage2_source), stage2_revision)):
+        if not (_has(src, rev, "unet", ["config.json"]) and _has(src, rev, "unet", UNET_WEIGHTS)):
+            return (f"{what} weights {src} are not downloaded (accept the license on "
+                    f"{hub.IF_LICENSE_CARD}, log in with `hf auth login`, then run with --backbone deepfloyd)")
+    try:
+        missing = prompts.missing_prompts(list(needed_prompts), str(source), revision, cache_path)
+    except prompts.PromptCacheError as e:
+        return str(e)
+    t5_there = (_has(str(source), revision, "text_encoder", ["config.json"])
+                and _has(str(source), revision, "text_encoder", T5_WEIGHTS)
+                and _has(str(source), revision, "tokenizer", ["spiece.model"]))
+    if missing and not t5_there:
+        return (f"{len(missing)} prompt embedding(s) (e.g. {missing[0]!r}) are not cached and T5 is not downloaded "
+                f"(run `python -m minidiff.prompts` where the weights are)")
+    return None
