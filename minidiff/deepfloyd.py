@@ -29,7 +29,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import data, guidance, hub, prompts
+from . import data, guidance, hub
+from .prompts import REPORT_PROMPTS, PromptCacheError, encode_prompts, missing_prompts
 from .sampling import iterative_denoise, strided_timesteps
 from .schedule import NoiseSchedule
 from .unet_if import STAGE2_NOISE_LEVEL, IFUNet, stage2_condition, stage2_input
@@ -39,7 +40,7 @@ STAGE2_SOURCE = "DeepFloyd/IF-II-L-v1.0"
 START, STRIDE = 990, 30              # report 5A §1.4: strided_timesteps(990, 30) = [990, 960, ..., 0], 34 entries
 STAGE2_GUIDANCE = 4.0                # CFG scale of IF's super-resolution pipeline (diffusers' default for stage II)
 STAGE2_STEPS = 50                    # its default num_inference_steps: t = 980, 960, ..., 0 (pipeline_timesteps(50))
-STAGE2_THRESHOLD = 1.0               # IF-II scheduler_config.json: thresholding, sample_max_value 1.0 (= clip to [-1, 1])
+STAGE2_THRESHOLD = 1.0               # IF-II scheduler: thresholding, sample_max_value 1.0 (= clip to [-1, 1])
 TEST_IMAGES = ("rocket", "astronaut", "chelsea")   # photos in data/; rocket.png plays the report's Campanile (§1.1)
 UNET_WEIGHTS = ["diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors"]
 T5_WEIGHTS = ["model.safetensors.index.fp16.json", "model.fp16.safetensors", "model.safetensors.index.json",
@@ -101,7 +102,7 @@ class DeepFloydBackbone:
             device, dtype: of the UNets (stages pick float16 on CUDA, float32 on the CPU); the fp16 weight files
                 are read and cast as they load.
             revision, stage2_revision: Hub branch, tag or commit (None: main); `revision` is part of the cache key.
-            prompt_cache: the prompt-embedding cache file (default: prompts.default_cache_path()).
+            prompt_cache: the prompt-embedding cache file (default: minidiff.prompts.default_cache_path()).
             threshold: dynamic thresholding of stage I's x0_hat (IF's pipeline: 1.5); None = the report's
                 plain sampler [A.3].
             stage2_steps, stage2_guidance: upsample's defaults (50 pipeline steps, CFG gamma = 4, IF's own).
@@ -157,17 +158,17 @@ class DeepFloydBackbone:
         out = unet(x_t.to(w), t, cond.to(x_t.device, w)).to(x_t.dtype)           # (B, 6, h, w)
         return out[:, :3], out[:, 3:6]
 
-    def embed(self, prompts_: Sequence[str]) -> torch.Tensor:
+    def embed(self, prompts: Sequence[str]) -> torch.Tensor:
         """Prompts -> (N, 77, d_text) float32 T5 embeddings on the device, from the cache (T5 runs only for
         prompts missing from it, after the UNets are freed). "" is the unconditional prompt.
-        Raises prompts.PromptCacheError (one line) when a prompt is missing and T5 cannot be loaded."""
-        if isinstance(prompts_, str):
+        Raises minidiff.prompts.PromptCacheError (one line) when a prompt is missing and T5 cannot be loaded."""
+        if isinstance(prompts, str):
             raise TypeError("embed expects a list of prompts, got a single string")
-        prompts_ = list(prompts_)
-        if self._unets and self.one_unet_at_a_time and prompts.missing_prompts(
-                prompts_, self.source, self.revision, self.prompt_cache):
+        prompts = list(prompts)
+        if self._unets and self.one_unet_at_a_time and missing_prompts(
+                prompts, self.source, self.revision, self.prompt_cache):
             self.release()                                                        # never T5 and a UNet together
-        cond = prompts.encode_prompts(prompts_, self.source, revision=self.revision, cache_path=self.prompt_cache,
+        cond = encode_prompts(prompts, self.source, revision=self.revision, cache_path=self.prompt_cache,
                                       dtype=self.t5_dtype, device=self.t5_device)   # (N, 77, d_text) on the CPU
         if cond.shape[-1] != self.text_dim:
             raise ValueError(f"the prompt embeddings of {self.source} are {cond.shape[-1]} wide but its UNet reads "
@@ -188,7 +189,7 @@ class DeepFloydBackbone:
         return [(name, self.load_image(data.DATA_DIR / f"{name}.png")) for name in TEST_IMAGES]
 
     @torch.no_grad()
-    def upsample(self, x: torch.Tensor, prompts_: Sequence[str], num_inference_steps: Optional[int] = None,
+    def upsample(self, x: torch.Tensor, prompts: Sequence[str], num_inference_steps: Optional[int] = None,
                  guidance_scale: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Stage II super-resolution of stage-I images (IF's super-resolution pipeline):
 
@@ -199,16 +200,16 @@ class DeepFloydBackbone:
 
         Args:
             x: (B, 3, h, w) stage-I images in [-1, 1] (clamped to it first).
-            prompts_: B prompts, one per image.
+            prompts: B prompts, one per image.
             num_inference_steps, guidance_scale: default self.stage2_steps (50), self.stage2_guidance (4).
             generator: seeds the noise (on x's device); None uses the global RNG.
         Returns:
             (B, 3, H, W) in [-1, 1], x's dtype and device; H = W = stage II's sample_size (256 for IF-II).
         """
         B = x.shape[0]
-        if len(prompts_) != B:
-            raise ValueError(f"upsample needs one prompt per image: got {len(prompts_)} prompts for {B} images")
-        cond, uncond = self.embed(prompts_), self.embed([""])
+        if len(prompts) != B:
+            raise ValueError(f"upsample needs one prompt per image: got {len(prompts)} prompts for {B} images")
+        cond, uncond = self.embed(prompts), self.embed([""])
         unet = self.stage2()
         S, w = unet.config.sample_size, unet.conv_in.weight.dtype
         low_res, level = stage2_condition(x.clamp(-1.0, 1.0), (S, S), self.schedule, STAGE2_NOISE_LEVEL,
@@ -249,7 +250,7 @@ def _has(source: str, revision: Optional[str], subfolder: str, names: Sequence[s
 
 def unavailable_reason(source: str = STAGE1_SOURCE, stage2_source: str = STAGE2_SOURCE,
                        revision: Optional[str] = None, stage2_revision: Optional[str] = None,
-                       needed_prompts: Sequence[str] = prompts.REPORT_PROMPTS,
+                       needed_prompts: Sequence[str] = REPORT_PROMPTS,
                        cache_path: str | os.PathLike | None = None) -> Optional[str]:
     """None when DeepFloyd IF can run offline: both UNets' config and weights are in the local folders or the
     Hub cache, and `needed_prompts` are in the prompt cache or T5 is there too. Otherwise a one-line reason
@@ -259,8 +260,8 @@ def unavailable_reason(source: str = STAGE1_SOURCE, stage2_source: str = STAGE2_
             return (f"{what} weights {src} are not downloaded (accept the license on "
                     f"{hub.IF_LICENSE_CARD}, log in with `hf auth login`, then run with --backbone deepfloyd)")
     try:
-        missing = prompts.missing_prompts(list(needed_prompts), str(source), revision, cache_path)
-    except prompts.PromptCacheError as e:
+        missing = missing_prompts(list(needed_prompts), str(source), revision, cache_path)
+    except PromptCacheError as e:
         return str(e)
     t5_there = (_has(str(source), revision, "text_encoder", ["config.json"])
                 and _has(str(source), revision, "text_encoder", T5_WEIGHTS)

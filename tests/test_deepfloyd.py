@@ -1,0 +1,336 @@
+"""minidiff.deepfloyd on tiny random IF cascades written as local Hub-layout folders (no Hub, CPU, seconds):
+stage I split into eps/v, CFG through the backbone, stage II as an independent one-step recomputation,
+one network in memory at a time, the prompt cache, the offline availability probe, the pipeline timesteps.
+
+`write_if_folders` (also used by test_stages_deepfloyd.py) writes
+    <root>/IF-I/{unet, text_encoder, tokenizer, scheduler}/...   a tiny stage I (20 px) with T5 + sentencepiece
+    <root>/IF-II/{unet, scheduler, image_noising_scheduler}/...  a tiny stage II (40 px)
+from the real IF-I-XL / IF-II-L configs with only widths and depths shrunk."""
+import gc
+import io
+import json
+import math
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from minidiff import deepfloyd, guidance, hub
+from minidiff import prompts as P
+from minidiff.t5 import T5Config, T5Encoder
+from minidiff.unet_if import IFUNet, IFUNetConfig
+
+from test_unet_if import randomize_
+
+spm = pytest.importorskip("sentencepiece")
+
+FIXTURES = Path(__file__).parent / "fixtures" / "deepfloyd"
+TEXT_DIM = 32
+TINY_T5 = dict(vocab_size=96, d_model=TEXT_DIM, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+               relative_attention_num_buckets=32, relative_attention_max_distance=128, layer_norm_epsilon=1e-6)
+CORPUS = list(P.REPORT_PROMPTS) * 5
+STAGE1 = dict(block_out_channels=[32, 32, 64], layers_per_block=1, attention_head_dim=16, cross_attention_dim=64,
+              encoder_hid_dim=TEXT_DIM, addition_embed_type_num_heads=4, sample_size=20,
+              down_block_types=["ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"],
+              up_block_types=["SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"])
+STAGE2 = dict(block_out_channels=[32, 32, 64], layers_per_block=[1, 1, 1], attention_head_dim=16,
+              cross_attention_dim=64, encoder_hid_dim=TEXT_DIM, time_embedding_dim=64, addition_embed_type_num_heads=4,
+              sample_size=40,
+              down_block_types=["ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"],
+              up_block_types=["SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"])
+
+
+def _config(name: str, **shapes) -> dict:
+    return dict(json.loads((FIXTURES / f"{name}.unet.config.json").read_text()), **shapes)
+
+
+def _write_unet(folder: Path, config: dict, seed: int) -> None:
+    model = randomize_(IFUNet(IFUNetConfig.from_dict(config)), seed)
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "config.json").write_text(json.dumps(config))
+    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()},
+              str(folder / "unet" / "diffusion_pytorch_model.fp16.safetensors"))
+
+
+def _write_scheduler(folder: Path, sub: str, name: str) -> None:
+    (folder / sub).mkdir(parents=True)
+    (folder / sub / "scheduler_config.json").write_text((FIXTURES / f"{name}.scheduler_config.json").read_text())
+
+
+def write_if_folders(root: Path) -> tuple[Path, Path]:
+    """(stage I folder, stage II folder), laid out like DeepFloyd/IF-I-XL-v1.0 and DeepFloyd/IF-II-L-v1.0."""
+    one, two = root / "IF-I", root / "IF-II"
+    _write_unet(one, _config("IF-I-XL-v1.0", **STAGE1), seed=0)
+    _write_scheduler(one, "scheduler", "IF-I-XL-v1.0")
+    (one / "text_encoder").mkdir()
+    t5_config = json.loads((FIXTURES / "IF-I-XL-v1.0.text_encoder.config.json").read_text())
+    (one / "text_encoder" / "config.json").write_text(json.dumps(dict(t5_config, **TINY_T5)))
+    torch.manual_seed(0)
+    t5 = T5Encoder(T5Config(**TINY_T5))
+    save_file({k: v.contiguous() for k, v in t5.state_dict().items()}, str(one / "text_encoder" / "model.safetensors"))
+    (one / "tokenizer").mkdir()
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_writer=buf, vocab_size=TINY_T5["vocab_size"],
+                                   pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2)
+    (one / "tokenizer" / "spiece.model").write_bytes(buf.getvalue())
+    _write_unet(two, _config("IF-II-L-v1.0", **STAGE2), seed=1)
+    _write_scheduler(two, "scheduler", "IF-II-L-v1.0")
+    _write_scheduler(two, "image_noising_scheduler", "IF-II-L-v1.0")
+    return one, two
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on 2 shared cores: one thread is several times faster than two contended ones."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return write_if_folders(tmp_path_factory.mktemp("deepfloyd"))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    path = tmp_path / "prompt_embeds.safetensors"
+    monkeypatch.setenv(P.CACHE_ENV, str(path))
+    return path
+
+
+@pytest.fixture
+def backbone(folders, cache):
+    one, two = folders
+    return deepfloyd.DeepFloydBackbone.from_pretrained(one, two, device="cpu", dtype=torch.float32,
+                                                       t5_dtype=torch.float32)
+
+
+@pytest.fixture
+def live_unets(monkeypatch):
+    """Every IFUNet hub.load_unet makes, weakly referenced; asserts none is alive when the next one (or T5)
+    is loaded."""
+    live, loads = weakref.WeakSet(), []
+    real_unet, real_t5 = hub.load_unet, hub.load_text_encoder
+
+    def load_unet(*args, **kwargs):
+        gc.collect()
+        assert len(live) == 0, "a UNet is still in memory while another one is loaded"
+        unet = real_unet(*args, **kwargs)
+        live.add(unet)
+        loads.append(unet.config.class_embed_type == "timestep" and "II" or "I")
+        return unet
+
+    def load_text_encoder(*args, **kwargs):
+        gc.collect()
+        assert len(live) == 0, "a UNet is still in memory while T5 is loaded"
+        loads.append("T5")
+        return real_t5(*args, **kwargs)
+
+    monkeypatch.setattr(hub, "load_unet", load_unet)
+    monkeypatch.setattr(hub, "load_text_encoder", load_text_encoder)
+    return live, loads
+
+
+# --- the interface ------------------------------------------------------------------------------------------
+
+
+def test_attributes_come_from_the_configs(backbone):
+    assert backbone.name == "deepfloyd"
+    assert backbone.image_shape == (3, 20, 20)                     # stage I's sample_size, not a hard-coded 64
+    assert backbone.timesteps == list(range(990, -1, -30)) and len(backbone.timesteps) == 34
+    assert backbone.threshold is None
+    torch.testing.assert_close(backbone.schedule.alpha_bar, deepfloyd.NoiseSchedule.cosine(1000).alpha_bar)
+
+
+def test_model_fn_splits_eps_and_v_like_the_unet(backbone):
+    g = torch.Generator().manual_seed(0)
+    x_t, cond = torch.randn(2, 3, 20, 20, generator=g), backbone.embed(["a rocket ship", ""])
+    eps_hat, v_hat = backbone.model_fn(x_t, 510, cond)
+    with torch.no_grad():
+        out = backbone.stage1()(x_t, 510, cond)                                  # (2, 6, 20, 20)
+    assert eps_hat.shape == v_hat.shape == (2, 3, 20, 20)
+    torch.testing.assert_close(eps_hat, out[:, :3], rtol=0, atol=0)
+    torch.testing.assert_close(v_hat, out[:, 3:], rtol=0, atol=0)
+
+
+def test_half_precision_unet_casts_inside(folders, cache):
+    one, two = folders
+    bb = deepfloyd.DeepFloydBackbone.from_pretrained(one, two, dtype=torch.bfloat16, t5_dtype=torch.float32)
+    x_t, cond = torch.randn(1, 3, 20, 20), bb.embed(["a pencil"])
+    eps_hat, v_hat = bb.model_fn(x_t, 300, cond)
+    assert eps_hat.dtype == v_hat.dtype == torch.float32
+    with torch.no_grad():
+        out = bb.stage1()(x_t.bfloat16(), 300, cond.bfloat16()).float()
+    torch.testing.assert_close(eps_hat, out[:, :3], rtol=0, atol=0)
+
+
+def test_cfg_through_the_backbone_is_the_formula(backbone):
+    """[A.4] eps_u + gamma (eps_c - eps_u), from two separate UNet calls; v_hat from the conditional branch."""
+    x_t = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(1))
+    cond, uncond, gamma = backbone.embed(["a photo of a dog", "a pencil"]), backbone.embed([""]), 7.0
+    eps_hat, v_hat = guidance.cfg(backbone.model_fn, cond, uncond, gamma)(x_t, 690)
+    with torch.no_grad():
+        c = backbone.stage1()(x_t, 690, cond)
+        u = backbone.stage1()(x_t, 690, uncond.expand(2, -1, -1))
+    torch.testing.assert_close(eps_hat, u[:, :3] + gamma * (c[:, :3] - u[:, :3]), rtol=1e-4, atol=3e-4)
+    torch.testing.assert_close(v_hat, c[:, 3:], rtol=1e-5, atol=1e-5)
+
+
+def test_images_are_in_the_model_range(backbone, tmp_path):
+    named = backbone.test_images()
+    assert [n for n, _ in named] == ["rocket", "astronaut", "chelsea"]
+    for _, x in named:
+        assert x.shape == (1, 3, 20, 20) and x.dtype == torch.float32 and -1 <= x.min() and x.max() <= 1
+    torch.testing.assert_close(backbone.to_unit(named[0][1]), (named[0][1] + 1) / 2)
+    with pytest.raises(ValueError, match="cannot read"):
+        (tmp_path / "not.png").write_text("not an image")
+        backbone.load_image(tmp_path / "not.png")
+
+
+# --- stage II -----------------------------------------------------------------------------------------------
+
+
+def test_upsample_shape_range_and_determinism(backbone):
+    x = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(2)).clamp(-1, 1)
+    prompts = ["a rocket ship", "a man wearing a hat"]
+    y = backbone.upsample(x, prompts, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (2, 3, 40, 40) and y.dtype == torch.float32
+    assert torch.isfinite(y).all() and -1 <= y.min() and y.max() <= 1
+    y2 = backbone.upsample(x, prompts, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(y, y2, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="one prompt per image"):
+        backbone.upsample(x, prompts[:1])
+
+
+def test_one_step_upsample_is_the_recomputed_x0_estimate(backbone):
+    """With num_inference_steps = 1 the pipeline runs the model once at t = 0 and lands on x0_hat [A.3]:
+    recompute it by hand: the low-res image upsampled (bilinear, align_corners) and noised to 250 [A.1],
+    concatenated to x_T, CFG gamma = 4 [A.4], x0_hat = (x_T - sqrt(1 - abar_0) eps) / sqrt(abar_0), clipped."""
+    x = torch.rand(1, 3, 20, 20) * 2 - 1
+    cond, uncond = backbone.embed(["a pencil"]), backbone.embed([""])
+    y = backbone.upsample(x, ["a pencil"], num_inference_steps=1, generator=torch.Generator().manual_seed(3))
+
+    g = torch.Generator().manual_seed(3)
+    up = F.interpolate(x, size=(40, 40), mode="bilinear", align_corners=True)
+    a250, a0 = float(backbone.schedule.alpha_bar[250]), float(backbone.schedule.alpha_bar[0])
+    low_res = math.sqrt(a250) * up + math.sqrt(1 - a250) * torch.randn(up.shape, generator=g)
+    x_T = torch.randn(1, 3, 40, 40, generator=g)
+    unet = hub.load_unet(backbone.stage2_source)
+    with torch.no_grad():
+        e_c = unet(torch.cat([x_T, low_res], 1), 0, cond, torch.tensor([250]))[:, :3]
+        e_u = unet(torch.cat([x_T, low_res], 1), 0, uncond, torch.tensor([250]))[:, :3]
+    eps = e_u + 4.0 * (e_c - e_u)
+    x0_hat = ((x_T - math.sqrt(1 - a0) * eps) / math.sqrt(a0)).clamp(-1, 1)
+    torch.testing.assert_close(y, x0_hat, rtol=1e-4, atol=1e-4)
+
+
+def test_one_network_in_memory_at_a_time(folders, cache, live_unets):
+    live, loads = live_unets
+    one, two = folders
+    bb = deepfloyd.DeepFloydBackbone.from_pretrained(one, two, t5_dtype=torch.float32)
+    assert loads == ["I"]
+    cond = bb.embed(["a rocket ship"])                 # not cached: stage I is freed, then T5 runs
+    x = torch.randn(1, 3, 20, 20)
+    bb.model_fn(x, 990, cond)                          # stage I is loaded again
+    bb.upsample(x, ["a rocket ship"], num_inference_steps=2)   # "" is new: T5; then stage II; then freed
+    bb.model_fn(x, 990, cond)
+    assert loads == ["I", "T5", "I", "T5", "II", "I"]
+    gc.collect()
+    assert len(live) == 1
+
+
+def test_both_unets_stay_when_asked(folders, cache, monkeypatch):
+    one, two = folders
+    P.encode_prompts(["a rocket ship", ""], str(one), dtype=torch.float32)      # all cached: T5 is not needed
+    loads, real = [], hub.load_unet
+    def load_unet(source, *args, **kwargs):
+        loads.append(Path(source).name)
+        return real(source, *args, **kwargs)
+    monkeypatch.setattr(hub, "load_unet", load_unet)
+    bb = deepfloyd.DeepFloydBackbone.from_pretrained(one, two, one_unet_at_a_time=False)
+    x = torch.randn(1, 3, 20, 20)
+    bb.upsample(x, ["a rocket ship"], num_inference_steps=2)
+    bb.model_fn(x, 990, bb.embed(["a rocket ship"]))
+    bb.upsample(x, ["a rocket ship"], num_inference_steps=2)
+    assert loads == ["IF-I", "IF-II"]
+
+
+# --- prompts ------------------------------------------------------------------------------------------------
+
+
+def test_embed_reads_the_cache_and_loads_t5_once(backbone, cache, live_unets):
+    _, loads = live_unets
+    first = backbone.embed(["A Rocket Ship ", ""])
+    assert first.shape == (2, 77, TEXT_DIM) and first.dtype == torch.float32 and cache.is_file()
+    second = backbone.embed(["", "a rocket ship"])
+    assert loads.count("T5") == 1
+    torch.testing.assert_close(second, first[[1, 0]], rtol=0, atol=0)
+    keys = P.read_cache(cache)
+    assert P.cache_key("a rocket ship", backbone.source) in keys
+
+
+def test_missing_prompt_without_t5_is_one_line(folders, tmp_path, monkeypatch):
+    one, two = folders
+    monkeypatch.setenv(P.CACHE_ENV, str(tmp_path / "empty.safetensors"))
+    bb = deepfloyd.DeepFloydBackbone.from_pretrained(one, two)
+
+    def unreachable(*args, **kwargs):
+        raise hub.LoadError("DeepFloyd/IF-I-XL-v1.0 is gated and no Hugging Face token was found: log in")
+    monkeypatch.setattr(hub, "load_text_encoder", unreachable)
+    with pytest.raises(P.PromptCacheError) as err:
+        bb.embed(["a photo of a dog"])
+    assert "\n" not in str(err.value) and "python -m minidiff.prompts" in str(err.value)
+
+
+def test_wrong_stage_is_refused_in_one_line(folders, cache):
+    one, two = folders
+    with pytest.raises(ValueError, match="stage II UNet where a stage I") as err:
+        deepfloyd.DeepFloydBackbone.from_pretrained(two, one)
+    assert "\n" not in str(err.value)
+
+
+# --- availability probe and timesteps -----------------------------------------------------------------------
+
+
+def test_unavailable_reason_on_folders(folders, cache, tmp_path):
+    one, two = folders
+    assert deepfloyd.unavailable_reason(one, two, cache_path=cache) is None          # T5 is there
+    reason = deepfloyd.unavailable_reason(tmp_path / "nowhere", two, cache_path=cache)
+    assert reason.startswith("stage I weights") and "\n" not in reason
+    bare = tmp_path / "bare"                                                          # stage I without T5
+    (bare / "unet").mkdir(parents=True)
+    for f in (one / "unet").iterdir():
+        (bare / "unet" / f.name).write_bytes(f.read_bytes())
+    assert "not cached and T5 is not downloaded" in deepfloyd.unavailable_reason(bare, two, cache_path=cache)
+    P.write_cache(cache, {P.cache_key(p, str(bare)): torch.zeros(77, TEXT_DIM) for p in P.REPORT_PROMPTS})
+    assert deepfloyd.unavailable_reason(bare, two, cache_path=cache) is None          # every prompt cached
+
+
+def test_unavailable_reason_reads_the_hub_cache_offline(folders, cache, tmp_path, monkeypatch):
+    from test_hub import write_hub_cache
+    one, two = folders
+    hub_cache = tmp_path / "hub-cache"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(hub_cache))
+    assert "not downloaded" in deepfloyd.unavailable_reason("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0",
+                                                             cache_path=cache)
+    write_hub_cache(hub_cache, "DeepFloyd/IF-I-XL-v1.0", one)
+    write_hub_cache(hub_cache, "DeepFloyd/IF-II-L-v1.0", two)
+    assert deepfloyd.unavailable_reason("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0", cache_path=cache) is None
+    bb = deepfloyd.DeepFloydBackbone.from_pretrained("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0")
+    assert bb.image_shape == (3, 20, 20)
+
+
+@pytest.mark.parametrize("n", [1, 5, 10, 20, 50])
+def test_pipeline_timesteps_match_diffusers(n):
+    assert deepfloyd.pipeline_timesteps(n)[-1] == -1
+    diffusers = pytest.importorskip("diffusers")
+    config = json.loads((FIXTURES / "IF-I-XL-v1.0.scheduler_config.json").read_text())
+    sched = diffusers.DDPMScheduler.from_config(config)
+    sched.set_timesteps(n)
+    assert deepfloyd.pipeline_timesteps(n)[:-1] == sched.timesteps.tolist()
