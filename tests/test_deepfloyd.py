@@ -140,7 +140,8 @@ def live_unets(monkeypatch):
 
 
 def test_attributes_come_from_the_configs(backbone):
-    assert backbone.name == "deepfloyd"
+    from minidiff.backbone import Backbone
+    assert isinstance(backbone, Backbone) and backbone.name == "deepfloyd"
     assert backbone.image_shape == (3, 20, 20)                     # stage I's sample_size, not a hard-coded 64
     assert backbone.timesteps == list(range(990, -1, -30)) and len(backbone.timesteps) == 34
     assert backbone.threshold is None
