@@ -37,7 +37,7 @@ SHOW = 5  # how many offending keys an error message lists
 READ_CHUNK_BYTES = 256 * 2**20  # see _read_tensors
 
 
-class LoadError(RuntimeError):
+class LoadError(OSError):
     """Weights or configs could not be found or read; the message is one line and ends with the fix."""
 
 

@@ -52,7 +52,7 @@ REPORT_PROMPTS = tuple(dict.fromkeys([
 ]))
 
 
-class PromptCacheError(RuntimeError):
+class PromptCacheError(ValueError):
     """The prompt cache is unreadable, or a prompt is missing from it and T5 cannot be loaded."""
 
 

@@ -1,7 +1,8 @@
 """Report 5A §1.7.1, editing hand-drawn and web images: SDEdit (§1.7) of images from outside the training data.
 
-The defaults are the sketches in data/drawings/ (white strokes on black, see data/drawings/README.md) and one
-photo from data/ as the "web image"; --image takes your own. The MNIST model pulls each toward a digit.
+The defaults: for DeepFloyd, a photo from data/ as the "web image" and the line sketches in data/sketches/
+(house, spiral, tree; see data/sketches/README.md); for MNIST, the digit sketches in data/drawings/ (white strokes
+on black, like MNIST) and a photo. --image takes your own. Each model pulls the input toward its own images.
 Outputs in outputs/a1_7_1_hand_drawn_and_web/: edits.png (rows = images, columns i_start = 1 .. 20, original)
 and samples.pt.
 """
@@ -13,8 +14,8 @@ from minidiff.data import DATA_DIR
 I_STARTS = (1, 3, 5, 7, 10, 20)                                   # §1.7.1
 GAMMA = 7.0                                                       # §1.7, CFG as in §1.6
 PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.7.1
-DRAWINGS = sorted((DATA_DIR / "drawings").glob("*.png"))
-IMAGES = {"deepfloyd": [DATA_DIR / "coffee.png", *DRAWINGS], "mnist": [*DRAWINGS, DATA_DIR / "rocket.png"]}
+IMAGES = {"deepfloyd": [DATA_DIR / "coffee.png", *sorted((DATA_DIR / "sketches").glob("*.png"))],
+          "mnist": [*sorted((DATA_DIR / "drawings").glob("*.png")), DATA_DIR / "rocket.png"]}
 
 
 def main(argv=None):

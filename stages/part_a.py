@@ -22,7 +22,7 @@ from minidiff.mnist_backbone import MNISTBackbone
 from minidiff.deepfloyd import STAGE1_SOURCE, STAGE2_SOURCE
 
 QUICK_ITEMS = 2
-MNIST_CHECKPOINT = common.OUTPUTS / "b2_4_train_class_conditioned" / "checkpoint.pt"
+MNIST_CHECKPOINT = Path("b2_4_train_class_conditioned") / "checkpoint.pt"     # under --out
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
                    help="DeepFloyd stage II (super-resolution to 256 px): Hub repo id (DeepFloyd/IF-II-L-v1.0, "
                         "-M-) or local folder (default: %(default)s)")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help=f"MNIST backbone weights (default: {MNIST_CHECKPOINT.relative_to(common.REPO)})")
+                   help=f"MNIST backbone weights (default: <--out>/{MNIST_CHECKPOINT})")
     p.add_argument("--image", type=Path, nargs="+", default=None, help="input image(s) instead of the defaults")
     p.add_argument("--prompt", nargs="+", default=None,
                    help="prompt(s) instead of the report's; MNIST: digits '0'..'9', '' = unconditional")
@@ -61,7 +61,7 @@ def load_backbone(args: argparse.Namespace, dev: torch.device):
                     raise
                 reason = str(e)
         print(f"backbone: mnist (DeepFloyd IF not available: {reason})")
-    path = args.checkpoint or MNIST_CHECKPOINT
+    path = args.checkpoint or Path(args.out) / MNIST_CHECKPOINT
     if not Path(path).is_file():
         raise FileNotFoundError(f"no MNIST checkpoint at {path}; run `python stages/b2_4_train_class_conditioned.py "
                                 f"--quick` first (or pass --checkpoint)")

@@ -121,9 +121,6 @@ def test_help_names_the_deepfloyd_options(capsys):
 
 # --- one-line errors: through common.run in this process (cheap), and once as a real command line ------------
 
-RUNTIME_ERRORS_CAUGHT = issubclass(hub.LoadError, (OSError, ValueError)) and \
-    issubclass(P.PromptCacheError, (OSError, ValueError))
-
 
 def one_line_error(stage: str, *args: str) -> str:
     """common.run(main) with args: it must exit with a one-line "error: ..." message (what users see)."""
@@ -160,16 +157,12 @@ def test_part0_with_mnist_is_one_line():
     assert "--backbone deepfloyd" in one_line_error("a0_sampling", "--backbone", "mnist")
 
 
-@pytest.mark.xfail(not RUNTIME_ERRORS_CAUGHT, strict=True,
-                   reason="hub.LoadError is a RuntimeError, which stages/common.run does not turn into one line")
 def test_offline_with_nothing_cached_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     assert "not in the cache" in one_line_error("a1_6_cfg", "--backbone", "deepfloyd", "--out", str(tmp_path))
 
 
-@pytest.mark.xfail(not RUNTIME_ERRORS_CAUGHT, strict=True,
-                   reason="prompts.PromptCacheError is a RuntimeError, which stages/common.run does not catch")
 def test_uncached_prompt_without_t5_is_one_line(env, tmp_path, monkeypatch):
     one, two, _ = env
     bare = tmp_path / "IF-I-unet-only"                  # stage I without text_encoder/ and tokenizer/

@@ -1,0 +1,83 @@
+"""Every stage in report order, then outputs/report.html: one page with every figure.
+
+Part B first (it trains the MNIST model that Part A's mnist backbone uses), then Part A with the best backbone
+available (--backbone auto: DeepFloyd IF when its weights can be loaded, else the MNIST model; each stage says
+which). A stage that fails does not stop the run: its section in the page says why.
+"""
+import ast
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import common
+from minidiff import viz
+
+PART_B = ["b1_2_noising", "b1_2_1_train_denoiser", "b1_2_2_out_of_distribution", "b2_2_train_time_conditioned",
+          "b2_3_sample_time_conditioned", "b2_4_train_class_conditioned", "b2_5_sample_class_conditioned"]
+PART_A = ["a0_sampling", "a1_1_forward", "a1_2_classical_denoising", "a1_3_one_step_denoising",
+          "a1_4_iterative_denoising", "a1_5_sampling", "a1_6_cfg", "a1_7_image_to_image",
+          "a1_7_1_hand_drawn_and_web", "a1_7_2_inpainting", "a1_7_3_text_conditioned", "a1_8_visual_anagrams",
+          "a1_10_hybrid_images"]
+DEEPFLOYD_ONLY = {"a0_sampling"}   # Part 0 samples text-to-image with stage I + II: nothing to show for MNIST
+
+
+def docstring(stage: str) -> str:
+    return ast.get_docstring(ast.parse((common.REPO / "stages" / f"{stage}.py").read_text())) or ""
+
+
+def run_stage(stage: str, args, extra: list[str]) -> dict:
+    cmd = [sys.executable, str(common.REPO / "stages" / f"{stage}.py"), "--out", str(args.out),
+           "--device", args.device, "--seed", str(args.seed)] + (["--quick"] if args.quick else []) + extra
+    print(f"\n=== {stage}", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines = []
+    for line in proc.stdout:          # stream the stage's output (progress bars included) as it comes
+        sys.stdout.write(line)
+        lines.append(line.rstrip("\n"))
+    proc.wait()
+    seconds = time.perf_counter() - start
+    files = [common.REPO / l[len("wrote "):] if not Path(l[len("wrote "):]).is_absolute() else Path(l[len("wrote "):])
+             for l in lines if l.startswith("wrote ")]
+    status = "ok" if proc.returncode == 0 else next(
+        (l for l in reversed(lines) if l.startswith("error:")), f"failed with exit code {proc.returncode}")
+    notes = [l for l in lines if l.startswith("backbone:") or ("class accuracy" in l)]
+    metrics_file = Path(args.out) / stage / "metrics.json"
+    return {"title": f"{stage}: {docstring(stage).splitlines()[0]}", "text": docstring(stage),
+            "status": status if not notes or status != "ok" else "ok; " + "; ".join(notes),
+            "seconds": seconds, "files": files, "command": " ".join(cmd[1:]),
+            "metrics": json.loads(metrics_file.read_text()) if metrics_file.exists() and status == "ok" else None}
+
+
+def main():
+    p = common.parser(__doc__)
+    p.add_argument("--backbone", choices=("auto", "deepfloyd", "mnist"), default="auto",
+                   help="the Part A backbone (default: deepfloyd when available, else mnist)")
+    p.add_argument("--only", choices=("A", "B"), help="run only Part A or Part B")
+    args = p.parse_args()
+    total = time.perf_counter()
+    sections = []
+    for stage in ([] if args.only == "A" else PART_B):
+        sections.append(run_stage(stage, args, []))
+    for stage in ([] if args.only == "B" else PART_A):
+        if stage in DEEPFLOYD_ONLY and args.backbone == "mnist":
+            sections.append({"title": f"{stage}: {docstring(stage).splitlines()[0]}", "text": docstring(stage),
+                             "status": "skipped: Part 0 needs DeepFloyd IF (stage I + II); ran with the MNIST "
+                                       "backbone", "files": [], "command": ""})
+            continue
+        sections.append(run_stage(stage, args, ["--backbone", args.backbone]))
+    seconds = time.perf_counter() - total
+    failed = [s["title"].split(":")[0] for s in sections if not s["status"].startswith(("ok", "skipped"))]
+    intro = (f"Fun with Diffusion Models, reproduced by minidiff. Profile: {'quick (CPU)' if args.quick else 'report'};"
+             f" seed {args.seed}; total {seconds / 60:.1f} min." + (f" Failed: {', '.join(failed)}." if failed else ""))
+    page = viz.write_report(sections, Path(args.out) / "report.html", "minidiff: Fun with Diffusion Models", intro)
+    print(f"\nall stages done in {seconds / 60:.1f} min" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(f"report: {page.resolve()}")
+    if failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    common.run(main)
