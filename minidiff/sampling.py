@@ -14,6 +14,14 @@ earlier t' the DDPM posterior mean becomes [A.3]
 
 which, for t' = t - 1, is exactly the posterior mean of Ho et al. 2020 (eq. 7). x0_hat comes from inverting
 [A.1] with the estimated noise (Ho et al. 2020, eq. 15).
+
+The same loop also takes DDIM steps (Song et al. 2021, eq. 12, with sigma_t(eta) of eq. 16; report 5B extension):
+
+    x_t' = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t' - sigma^2) eps_hat + sigma * z
+    sigma = eta * sqrt((1 - alpha_bar_t') / (1 - alpha_bar_t)) * sqrt(1 - alpha_bar_t / alpha_bar_t')
+
+eta = 0 is deterministic (an ODE-like sampler that works with few steps); eta = 1 with t' = t - 1 has the DDPM
+posterior variance beta_tilde_t.
 """
 from __future__ import annotations
 
@@ -38,6 +46,15 @@ def ddpm_timesteps(num_steps: int) -> list[int]:
     """Every timestep, as in Part B's DDPM sampler (Ho et al. 2020, Algorithm 2): [T-1, ..., 0, -1].
     The final -1 is the clean image (alpha_bar = 1), where the last step t = 0 lands."""
     return list(range(num_steps - 1, -2, -1))
+
+
+def spaced_timesteps(num_steps: int, n: int) -> list[int]:
+    """n evenly spaced steps for a model trained with T = num_steps: the "trailing" spacing of Lin et al. 2024
+    (Table 2; diffusers' timestep_spacing="trailing"): [T-1, T-1-T/n, ..., T/n-1, -1], rounded, ending on the
+    clean image. n = T gives ddpm_timesteps(T). For DDIM with few steps (e.g. 5, 10, 20, 50 of T = 300)."""
+    if not 1 <= n <= num_steps:
+        raise ValueError(f"the number of sampling steps must be in [1, {num_steps}], got {n}")
+    return [round(num_steps - k * num_steps / n) - 1 for k in range(n)] + [-1]
 
 
 def dynamic_threshold(x0_hat: torch.Tensor, max_value: float, ratio: float = 0.95) -> torch.Tensor:
@@ -107,6 +124,47 @@ def reverse_step(
     return mean + torch.exp(0.5 * log_var) * noise
 
 
+def ddim_sigma(schedule: NoiseSchedule, t: int, t_prev: int, eta: float) -> float:
+    """sigma_t(eta) = eta sqrt((1 - alpha_bar_t') / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_t')
+    (Song et al. 2021, eq. 16). eta = 1 gives sqrt(beta_tilde_t), the DDPM posterior standard deviation."""
+    alpha_bar, alpha_bar_prev = schedule.alpha_bar_at(t), schedule.alpha_bar_at(t_prev)
+    return eta * math.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * max(1.0 - alpha_bar / alpha_bar_prev, 0.0))
+
+
+def ddim_step(
+    schedule: NoiseSchedule,
+    x_t: torch.Tensor,
+    t: int,
+    t_prev: int,
+    eps_hat: torch.Tensor,
+    eta: float = 0.0,
+    noise: Optional[torch.Tensor] = None,
+    threshold: Optional[float] = None,
+) -> torch.Tensor:
+    """One DDIM step from t to t_prev < t (Song et al. 2021, eq. 12):
+
+        x_t' = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t' - sigma^2) eps_hat + sigma * noise
+
+    with sigma = ddim_sigma(t, t_prev, eta) (eq. 16); the last term only when noise is given.
+    Args:
+        x_t, eps_hat: (B, C, H, W); t, t_prev: int timesteps, -1 <= t_prev < t (any stride).
+        eta: 0 = deterministic DDIM, 1 = DDPM-like variance; noise: (B, C, H, W) standard normal or None.
+        threshold: dynamic thresholding of x0_hat (as in reverse_step); eps_hat itself is not re-derived.
+    Returns:
+        x_t_prev: (B, C, H, W), same dtype and device as x_t.
+    """
+    if not t_prev < t:
+        raise ValueError(f"ddim_step goes backwards in time: got t={t}, t_prev={t_prev}")
+    alpha_bar_prev = schedule.alpha_bar_at(t_prev)
+    sigma = ddim_sigma(schedule, t, t_prev, eta)
+    x0_hat = predict_x0(schedule, x_t, t, eps_hat)
+    if threshold is not None:
+        x0_hat = dynamic_threshold(x0_hat, threshold)
+    # eq. 12: the predicted x0, the "direction pointing to x_t", and fresh noise
+    x = math.sqrt(alpha_bar_prev) * x0_hat + math.sqrt(max(1.0 - alpha_bar_prev - sigma ** 2, 0.0)) * eps_hat
+    return x if noise is None or sigma == 0.0 else x + sigma * noise
+
+
 def inpaint_projection(
     schedule: NoiseSchedule, x_t: torch.Tensor, t: int, x_orig: torch.Tensor, mask: torch.Tensor,
     noise: Optional[torch.Tensor],
@@ -130,10 +188,13 @@ def iterative_denoise(
     callback: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]] = None,
     inpaint: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     threshold: Optional[float] = None,
+    step: str = "ddpm",
+    eta: float = 0.0,
 ) -> torch.Tensor:
     """The one sampling loop (report 5A §1.4): x starts at timesteps[i_start] and is denoised to timesteps[-1].
 
-    Noise is added on every step but the last. Pure-noise sampling is i_start = 0 with x ~ N(0, I); SDEdit is
+    Each step is `reverse_step` [A.3] (step="ddpm") or `ddim_step` with `eta` (step="ddim"; Song et al. 2021).
+    Noise is added on every step but the last (and never by DDIM with eta = 0, which draws none). Pure-noise sampling is i_start = 0 with x ~ N(0, I); SDEdit is
     i_start > 0 with x the noised image (editing.py); inpainting passes `inpaint=(x_orig, mask)` [A.5].
 
     Args:
@@ -144,21 +205,29 @@ def iterative_denoise(
         callback: called as callback(i, t_prev, x_t_prev, x0_hat) after every step (for figures and GIFs).
         inpaint: (x_orig (1 or B, C, H, W), mask (.., 1 or C, H, W)), mask 1 = generate.
         threshold: dynamic thresholding max value for x0_hat, or None (the report's default).
+        step: "ddpm" (the report's sampler) or "ddim"; eta: DDIM's noise scale (eq. 16), 0 = deterministic.
     Returns:
         (B, C, H, W) the sample at timesteps[-1].
     """
     if not 0 <= i_start < len(timesteps) - 1:
         raise ValueError(f"i_start must be in [0, {len(timesteps) - 2}], got {i_start}")
+    if step not in ("ddpm", "ddim"):
+        raise ValueError(f"step must be 'ddpm' or 'ddim', got {step!r}")
+    draws_noise = step == "ddpm" or eta != 0.0
     last = len(timesteps) - 2
     for i in range(i_start, last + 1):
         t, t_prev = timesteps[i], timesteps[i + 1]
         eps_hat, v_hat = eps_fn(x, t)
-        noise = None if i == last else torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = None if i == last or not draws_noise else torch.randn(
+            x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x0_hat = None
         if callback is not None:                  # the x0_hat the step uses (thresholded when it is)
             x0_hat = predict_x0(schedule, x, t, eps_hat)
             x0_hat = x0_hat if threshold is None else dynamic_threshold(x0_hat, threshold)
-        x = reverse_step(schedule, x, t, t_prev, eps_hat, v_hat, noise, threshold)
+        if step == "ddpm":
+            x = reverse_step(schedule, x, t, t_prev, eps_hat, v_hat, noise, threshold)
+        else:                                     # IF's v_hat plays no part in DDIM
+            x = ddim_step(schedule, x, t, t_prev, eps_hat, eta, noise, threshold)
         if inpaint is not None:
             x_orig, mask = inpaint
             keep_noise = None if i == last else torch.randn(
