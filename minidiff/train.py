@@ -9,18 +9,23 @@ One loop serves the three models; what differs is the loss on a batch of clean d
 Work is never lost: after every epoch `checkpoint.pt` (model, optimizer, LR scheduler, RNG state, epoch, loss
 history, config) is written atomically; rerunning the same call resumes after the last completed epoch and
 gives the same result as an uninterrupted run. Snapshots `model_epoch{e}.pt` keep the weights of chosen epochs.
+
+Under torchrun (WORLD_SIZE > 1) the same call trains data-parallel (distributed.py): the global batch, learning
+rate and random draws are the report's, each rank computes its slice of every global batch, and rank 0 alone
+writes checkpoints and shows progress. The result equals one process's up to float rounding.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import mnist_backbone
+from . import distributed, mnist_backbone
 from .mnist_unet import MNISTUNet, MNISTUNetConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -64,19 +69,24 @@ class TrainConfig:
 
 
 def batch_loss(model: MNISTUNet, cfg: TrainConfig, x0: torch.Tensor, y: torch.Tensor,
-               generator: torch.Generator) -> torch.Tensor:
-    """The training loss on one batch. x0: (B, 1, 28, 28) in [0, 1]; y: (B,) int64 digits."""
-    B, dev = x0.shape[0], x0.device
-    eps = torch.randn(x0.shape, generator=generator, device=dev)                      # (B, 1, 28, 28)
+               generator: torch.Generator, part: slice = slice(None), global_batch: int | None = None) -> torch.Tensor:
+    """The training loss on one batch. x0: (B, 1, 28, 28) in [0, 1]; y: (B,) int64 digits.
+
+    Data-parallel ranks pass their slice `part` of a global batch of `global_batch` images: the random draws
+    are made for the whole global batch (the same on every rank) and sliced, so each image gets the noise,
+    timestep and dropout it gets in a single process."""
+    dev = x0.device
+    B = global_batch or x0.shape[0]
+    eps = torch.randn((B, *x0.shape[1:]), generator=generator, device=dev)[part]      # (b, 1, 28, 28)
     if cfg.kind == "denoiser":
         return F.mse_loss(model(x0 + cfg.sigma * eps), x0)                             # [B.2]
     schedule = mnist_backbone.schedule()
     T = schedule.num_steps
-    t = torch.randint(0, T, (B,), generator=generator, device=dev)                     # (B,)
+    t = torch.randint(0, T, (B,), generator=generator, device=dev)[part]               # (b,)
     x_t = schedule.add_noise(x0, t, eps)                                               # [A.1]
     if cfg.kind == "time":
         return F.mse_loss(model(x_t, t.float() / T), eps)
-    keep = (torch.rand(B, generator=generator, device=dev) >= cfg.p_uncond).float()   # (B,) 0 = dropped
+    keep = (torch.rand(B, generator=generator, device=dev) >= cfg.p_uncond)[part].float()   # (b,) 0 = dropped
     c = F.one_hot(y, 10).float() * keep[:, None]                                       # (B, 10)
     return F.mse_loss(model(x_t, t.float() / T, c), eps)
 
@@ -94,12 +104,15 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
     Raises:
         FloatingPointError if the loss stops being finite (the last good checkpoint is kept).
     """
-    device = torch.device(device)
+    device = distributed.setup(torch.device(device))   # under torchrun: join the group (cuda -> cuda:LOCAL_RANK)
+    main = distributed.is_main()
+    part = distributed.shard(cfg.batch_size)        # this rank's slice of each global batch (all of it alone)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):        # the initial weights depend on cfg.seed alone
         torch.manual_seed(cfg.seed)
         model = MNISTUNet(cfg.model_config()).to(device)
+    ddp_model = distributed.wrap(model, device)    # the model itself with one process
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gamma = 0.1 ** (1.0 / cfg.epochs) if cfg.lr_decay else 1.0
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
@@ -122,20 +135,20 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
     steps = N // cfg.batch_size                     # drop the last partial batch: every step sees B images
     losses: list[float] = list(state["losses"])
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        model.train()
+        ddp_model.train()
         perm = torch.randperm(N, generator=generator, device=device)
         epoch_losses = torch.zeros(steps, device=device)
-        bar = tqdm(range(steps), desc=f"{cfg.kind} epoch {epoch}/{cfg.epochs}", disable=not progress,
+        bar = tqdm(range(steps), desc=f"{cfg.kind} epoch {epoch}/{cfg.epochs}", disable=not (progress and main),
                    leave=False, dynamic_ncols=True)
         for i in bar:
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            x0 = images[idx].unsqueeze(1).float() / 255.0                 # (B, 1, 28, 28) in [0, 1]
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size][part]
+            x0 = images[idx].unsqueeze(1).float() / 255.0                 # (b, 1, 28, 28) in [0, 1]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = batch_loss(model, cfg, x0, labels[idx], generator)
+                loss = batch_loss(ddp_model, cfg, x0, labels[idx], generator, part, cfg.batch_size)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()                                               # DDP: gradients averaged over ranks
             optimizer.step()
-            epoch_losses[i] = loss.detach()
+            epoch_losses[i] = distributed.mean(loss.detach())             # the global batch's loss
             if i % 25 == 0 or i == steps - 1:                             # one host sync every 25 steps
                 value = float(epoch_losses[i])
                 _check_finite(value, epoch, i, path)
@@ -147,10 +160,12 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": epoch, "losses": losses, "config": dataclasses.asdict(cfg), "rng": generator.get_state(),
         }
-        _atomic_save(state, path)
-        if epoch in cfg.snapshot_epochs or epoch == cfg.epochs:
-            _atomic_save({"model": state["model"], "config": state["config"], "epoch": epoch},
-                         out_dir / f"model_epoch{epoch}.pt")
+        if main:
+            _atomic_save(state, path)
+            if epoch in cfg.snapshot_epochs or epoch == cfg.epochs:
+                _atomic_save({"model": state["model"], "config": state["config"], "epoch": epoch},
+                             out_dir / f"model_epoch{epoch}.pt")
+    distributed.barrier()                           # every rank returns after rank 0 wrote the last checkpoint
     return state
 
 
@@ -172,18 +187,29 @@ def _atomic_save(obj: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path | str) -> dict:
-    """Load a checkpoint or snapshot safely (weights_only=True); a damaged file gives a one-line error."""
+    """Load a checkpoint or snapshot safely (weights_only=True); a damaged file gives a one-line error.
+
+    torch.save writes a zip archive that stores a CRC-32 of every record, but torch.load does not check them: a
+    flipped bit in the weights would load silently. `testzip` reads every record and compares its CRC first."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; run the training stage first")
     try:
+        with zipfile.ZipFile(path) as archive:
+            bad_record = archive.testzip()
+        if bad_record is not None:
+            raise ValueError(f"CRC mismatch in {bad_record}")
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated/corrupted archives
-        raise ValueError(f"checkpoint {path} is corrupted or truncated ({type(e).__name__}); "
+    except Exception as e:  # zipfile and torch raise several types for truncated/corrupted archives
+        raise ValueError(f"checkpoint {path} is corrupted or truncated ({type(e).__name__}: {_first_line(e)}); "
                          f"delete it and rerun the training stage") from None
     if not isinstance(state, dict) or not {"model", "config", "epoch"} <= state.keys():
         raise ValueError(f"{path} is not a minidiff checkpoint (missing model/config/epoch)")
     return state
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:120]
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> MNISTUNet:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 import common
-from minidiff import mnist_backbone, viz
+from minidiff import distributed, mnist_backbone, viz
 from minidiff.data import load_mnist
 from minidiff.guidance import cfg as classifier_free_guidance, conditional
 from minidiff.sampling import ddpm_timesteps, iterative_denoise
@@ -57,6 +57,8 @@ def run_training(args: argparse.Namespace, kind: str, title: str) -> tuple[dict,
     print(f"training the {kind} UNet on {dev}: {cfg}")
     images, labels = load_mnist(train=True)
     state = train(cfg, out, images, labels, device=dev)
+    if not distributed.is_main():                 # under torchrun, rank 0 alone reports and plots
+        return state, out
     common.wrote(out / CHECKPOINT)
     for e in sorted(set(cfg.snapshot_epochs) | {cfg.epochs}):
         common.wrote(out / f"model_epoch{e}.pt")
