@@ -168,19 +168,17 @@ def _conv_microbench(model: torch.nn.Module, inputs: tuple, repeats: int) -> tup
         h.remove()
     flops, seconds = 0, 0.0
     for conv, shape in shapes:
+        x1 = torch.randn((1, *shape[1:]), requires_grad=True)
+        flops += _flops(lambda: conv(x1).sum().backward()) * shape[0]    # FLOPs are linear in the batch
         x = torch.randn(shape, requires_grad=True)
-
-        def step():
-            conv(x).sum().backward()
-        flops += _flops(step)
-        seconds += _best_seconds(step, repeats)
+        seconds += _best_seconds(lambda: conv(x).sum().backward(), repeats)
     return flops / 1e9, seconds
 
 
 @register("train")
-def bench_train(steps: int = 3) -> list[dict]:
-    """Part B training throughput of the report's three models, and their GFLOP/s as a fraction of the conv
-    microbenchmark of the same shapes (target: >= 0.5, issue 7 asks >= 0.6)."""
+def bench_train(repeats: int = 2) -> list[dict]:
+    """Part B training throughput of the report's three models at the report's batch sizes, and their GFLOP/s as
+    a fraction of the conv microbenchmark of the same shapes (issue 7 aims at >= 0.6)."""
     from minidiff.train import TrainConfig, batch_loss
     from minidiff.mnist_unet import MNISTUNet
 
@@ -193,16 +191,16 @@ def bench_train(steps: int = 3) -> list[dict]:
         B = cfg.batch_size
         x0, y = torch.rand(B, 1, 28, 28), torch.randint(0, 10, (B,))
 
-        def step():
-            loss = batch_loss(model, cfg, x0, y, g)
+        def step(n=B):
+            loss = batch_loss(model, cfg, x0[:n], y[:n], g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        gflop = _flops(step) / 1e9
-        seconds = _best_seconds(step, steps)
+        gflop = _flops(lambda: step(1)) * B / 1e9       # counted on one image: FLOPs are linear in the batch
+        seconds = _best_seconds(step, repeats)
         t = torch.rand(B) if cfg.kind != "denoiser" else None
         c = torch.eye(10)[y] if cfg.kind == "class" else None
-        conv_gflop, conv_seconds = _conv_microbench(model, tuple(a for a in (x0, t, c) if a is not None), steps)
+        conv_gflop, conv_seconds = _conv_microbench(model, tuple(a for a in (x0, t, c) if a is not None), repeats)
         achieved, conv_rate = gflop / seconds, conv_gflop / conv_seconds
         rows.append({"bench": "train", "model": cfg.kind, "D": cfg.num_hiddens, "batch": B,
                      "threads": torch.get_num_threads(), "images_per_s": round(B / seconds, 1),
@@ -231,9 +229,9 @@ def bench_sample() -> list[dict]:
     cond, uncond = mnist_backbone.one_hot(torch.arange(B) % 10), torch.zeros(1, 10)
     g = torch.Generator().manual_seed(0)
     x_T = torch.randn(B, 1, 28, 28)
-    seconds = _seconds(lambda: iterative_denoise(guidance.cfg(model_fn, cond, uncond, 5.0), sched, x_T,
-                                                 ddpm_timesteps(300), generator=g))
-    rows.append({"bench": "sample", "what": "Part B DDPM, 300 steps, CFG", "backbone": "mnist D=64",
+    seconds = 10 * _seconds(lambda: iterative_denoise(guidance.cfg(model_fn, cond, uncond, 5.0), sched, x_T,
+                                                      ddpm_timesteps(300)[-31:], generator=g))
+    rows.append({"bench": "sample", "what": "Part B DDPM, 300 steps (30 timed), CFG", "backbone": "mnist D=64",
                  "batch": B, "seconds": round(seconds, 2), "images_per_s": round(B / seconds, 2)})
 
     ts = strided_timesteps(290, 10)

@@ -22,14 +22,16 @@ from tqdm.auto import tqdm
 
 
 class MNISTClassifier(nn.Module):
-    """conv(32) - conv(64) - maxpool - conv(128) - maxpool - fc(128) - fc(10); features = the 128-d layer."""
+    """conv(32)-BN-ReLU - maxpool - conv(64)-BN-ReLU - maxpool - fc(128) - fc(10); features = the 128-d layer.
+    About 4 M multiply-adds per digit: an epoch on 60k digits takes about a minute on two CPU cores; two epochs
+    reach about 99 % test accuracy (the project asks >= 98.5 %, tests/test_evaluate.py, marked slow)."""
 
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(128 * 7 * 7, 128), nn.ReLU(),
+            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),    # (B, 32, 14, 14)
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),   # (B, 64, 7, 7)
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(),                               # (B, 128)
         )
         self.head = nn.Linear(128, 10)
 
@@ -43,26 +45,25 @@ class MNISTClassifier(nn.Module):
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 2, batch_size: int = 128,
                      seed: int = 0, device: torch.device | str = "cpu", progress: bool = True) -> MNISTClassifier:
-    """Adam 1e-3 with light random shifts (+-2 px) so the classifier also judges off-centre samples fairly.
-    images: (N, 28, 28) uint8; labels: (N,) int64."""
+    """Adam 1e-3 decayed linearly to 0 over the run, cross-entropy. images: (N, 28, 28) uint8; labels (N,) int64."""
     g = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)
     model = MNISTClassifier().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     images, labels = images.to(device), labels.to(device)
     steps = images.shape[0] // batch_size
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / (epochs * steps))
     for epoch in range(epochs):
         perm = torch.randperm(images.shape[0], generator=g, device=device)
         for i in tqdm(range(steps), desc=f"classifier epoch {epoch + 1}/{epochs}", disable=not progress,
                       leave=False):
             idx = perm[i * batch_size:(i + 1) * batch_size]
             x = images[idx].unsqueeze(1).float() / 255.0                         # (B, 1, 28, 28)
-            dx, dy = torch.randint(-2, 3, (2,), generator=g, device=device).tolist()
-            x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
             loss = F.cross_entropy(model(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            decay.step()
     return model.eval()
 
 

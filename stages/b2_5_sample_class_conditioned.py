@@ -1,7 +1,8 @@
 """Report 5B §2.4 (sampling): the class-conditioned DDPM with classifier-free guidance, gamma = 5.
 
-For each snapshot (after 5 and 20 epochs; quick profile: 1 and 3): 4 samples of every digit, their denoising
-GIF, and the quality measured by an independent classifier (minidiff.evaluate) on a larger batch.
+For each snapshot (after 5 and 20 epochs; quick profile: 1 and 2): 4 samples of every digit and their denoising
+GIF; and the quality measured by an independent classifier (minidiff.evaluate) on a larger batch (quick profile:
+the last snapshot only, 10 samples per digit).
 Outputs in outputs/b2_5_sample_class_conditioned/:
   samples_epoch{e}.png   4 rows x 10 digits
   denoising_epoch{e}.gif the reverse process, every 10th of the 300 steps
@@ -18,7 +19,8 @@ from minidiff import evaluate, viz
 
 GAMMA = 5.0                 # report 5B §2.4
 SAMPLES_PER_DIGIT = 4
-EVAL_PER_DIGIT = 100        # 1000 samples for the metrics (quick: 30 per digit)
+EVAL_PER_DIGIT = 100        # 1000 samples for the metrics
+QUICK_EVAL_PER_DIGIT = 10
 
 
 def main():
@@ -29,15 +31,18 @@ def main():
     out = common.stage_dir(args, "b2_5_sample_class_conditioned")
     dev = common.device(args.device)
     classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
-    per_digit = 30 if args.quick else EVAL_PER_DIGIT
+    per_digit = QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT
     metrics = {}
-    for epoch, path in part_b.snapshots(part_b.default_checkpoint(args, "class")):
+    snapshots = part_b.snapshots(part_b.default_checkpoint(args, "class"))
+    for epoch, path in snapshots:
         model = part_b.load_model(path, dev)
         digits = torch.arange(10).repeat(SAMPLES_PER_DIGIT)                       # (40,) rows of 0..9
         images, frames = part_b.sample(model, len(digits), common.generator(args.seed, dev), digits, args.gamma)
         common.wrote(viz.save_grid(images, out / f"samples_epoch{epoch}.png", nrow=10,
                                    title=f"class-conditioned, γ = {args.gamma}, epoch {epoch}"))
         common.wrote(viz.save_gif(frames, out / f"denoising_epoch{epoch}.gif", nrow=10))
+        if args.quick and epoch != snapshots[-1][0]:
+            continue
         eval_digits = torch.arange(10).repeat(per_digit)
         eval_images, _ = part_b.sample(model, len(eval_digits), common.generator(args.seed + 1, dev),
                                        eval_digits, args.gamma, frame_every=10 ** 9)

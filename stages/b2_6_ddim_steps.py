@@ -23,7 +23,7 @@ from minidiff.sampling import iterative_denoise, spaced_timesteps
 GAMMA = 5.0                                     # report 5B §2.4
 SETTINGS = [("ddim", 5), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddpm", 300)]   # (step, number of steps)
 ETA = 0.0                                       # Song et al. 2021: eta = 0 is DDIM proper (deterministic)
-EVAL_PER_DIGIT = 10                             # 100 samples per setting (quick: 5 per digit)
+EVAL_PER_DIGIT = 10                             # 100 samples per setting (quick: 3 per digit)
 
 
 @torch.no_grad()
@@ -43,13 +43,13 @@ def main(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--checkpoint", help="the class-conditioned checkpoint.pt (default: the b2_4 stage's)")
     p.add_argument("--gamma", type=float, default=GAMMA, help="classifier-free guidance scale")
-    p.add_argument("--per-digit", type=int, help=f"samples per digit and setting (default {EVAL_PER_DIGIT}, quick 5)")
+    p.add_argument("--per-digit", type=int, help=f"samples per digit and setting (default {EVAL_PER_DIGIT}, quick 3)")
     args = p.parse_args(argv)
     out = common.stage_dir(args, "b2_6_ddim_steps")
     dev = common.device(args.device)
     model = part_b.load_model(part_b.default_checkpoint(args, "class"), dev)
     classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
-    per_digit = args.per_digit or (5 if args.quick else EVAL_PER_DIGIT)
+    per_digit = args.per_digit or (3 if args.quick else EVAL_PER_DIGIT)
     digits = torch.arange(10).repeat(per_digit)                               # (N,) rows of 0..9
     x_T = torch.randn((len(digits), 1, 28, 28), generator=common.generator(args.seed, dev), device=dev)
 

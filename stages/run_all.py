@@ -15,7 +15,8 @@ import common
 from minidiff import viz
 
 PART_B = ["b1_2_noising", "b1_2_1_train_denoiser", "b1_2_2_out_of_distribution", "b2_2_train_time_conditioned",
-          "b2_3_sample_time_conditioned", "b2_4_train_class_conditioned", "b2_5_sample_class_conditioned"]
+          "b2_3_sample_time_conditioned", "b2_4_train_class_conditioned", "b2_5_sample_class_conditioned",
+          "b2_6_ddim_steps"]
 PART_A = ["a0_sampling", "a1_1_forward", "a1_2_classical_denoising", "a1_3_one_step_denoising",
           "a1_4_iterative_denoising", "a1_5_sampling", "a1_6_cfg", "a1_7_image_to_image",
           "a1_7_1_hand_drawn_and_web", "a1_7_2_inpainting", "a1_7_3_text_conditioned", "a1_8_visual_anagrams",
