@@ -1,8 +1,8 @@
 """Every stage in report order, then outputs/report.html: one page with every figure.
 
 Part B first (it trains the MNIST model that Part A's mnist backbone uses), then Part A with the best backbone
-available (--backbone auto: DeepFloyd IF when its weights can be loaded, else the MNIST model; each stage says
-which). A stage that fails does not stop the run: its section in the page says why.
+available, decided once (--backbone auto: DeepFloyd IF when its weights are downloaded, else the MNIST model; it
+prints which and why). A stage that fails does not stop the run: its section in the page says why.
 """
 import ast
 import json
@@ -59,20 +59,27 @@ def main():
     p.add_argument("--only", choices=("A", "B"), help="run only Part A or Part B")
     args = p.parse_args()
     total = time.perf_counter()
+    backbone, why = args.backbone, ""
+    if backbone == "auto" and args.only != "B":      # decide once, offline and cheaply (looks for files only)
+        from minidiff import deepfloyd
+        reason = deepfloyd.unavailable_reason(deepfloyd.STAGE1_SOURCE, deepfloyd.STAGE2_SOURCE)
+        backbone, why = ("deepfloyd", "") if reason is None else ("mnist", f"DeepFloyd IF not available: {reason}")
+        print(f"Part A backbone: {backbone}" + (f" ({why})" if why else ""))
     sections = []
     for stage in ([] if args.only == "A" else PART_B):
         sections.append(run_stage(stage, args, []))
     for stage in ([] if args.only == "B" else PART_A):
-        if stage in DEEPFLOYD_ONLY and args.backbone == "mnist":
+        if stage in DEEPFLOYD_ONLY and backbone == "mnist":
             sections.append({"title": f"{stage}: {docstring(stage).splitlines()[0]}", "text": docstring(stage),
-                             "status": "skipped: Part 0 needs DeepFloyd IF (stage I + II); ran with the MNIST "
-                                       "backbone", "files": [], "command": ""})
+                             "status": f"skipped: Part 0 needs DeepFloyd IF (stage I + II); Part A ran with the "
+                                       f"MNIST backbone. {why}", "files": [], "command": ""})
             continue
-        sections.append(run_stage(stage, args, ["--backbone", args.backbone]))
+        sections.append(run_stage(stage, args, ["--backbone", backbone]))
     seconds = time.perf_counter() - total
     failed = [s["title"].split(":")[0] for s in sections if not s["status"].startswith(("ok", "skipped"))]
     intro = (f"Fun with Diffusion Models, reproduced by minidiff. Profile: {'quick (CPU)' if args.quick else 'report'};"
-             f" seed {args.seed}; total {seconds / 60:.1f} min." + (f" Failed: {', '.join(failed)}." if failed else ""))
+             f" seed {args.seed}; Part A backbone: {backbone}{f' ({why})' if why else ''}; total {seconds / 60:.1f} min."
+             + (f" Failed: {', '.join(failed)}." if failed else ""))
     page = viz.write_report(sections, Path(args.out) / "report.html", "minidiff: Fun with Diffusion Models", intro)
     print(f"\nall stages done in {seconds / 60:.1f} min" + (f"; failed: {', '.join(failed)}" if failed else ""))
     print(f"report: {page.resolve()}")
