@@ -3,8 +3,19 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 DEEPFLOYD_FIXTURES = Path(__file__).parent / "fixtures" / "deepfloyd"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test runs tiny models: one thread is faster than two contended ones on a small shared machine,
+    and results do not depend on how many cores the machine has."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _tiny(name: str, **shapes) -> dict:

@@ -82,14 +82,6 @@ def write_if_folders(root: Path) -> tuple[Path, Path]:
     return one, two
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on 2 shared cores: one thread is several times faster than two contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):

@@ -25,13 +25,6 @@ TINY_T5 = dict(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_hea
                relative_attention_max_distance=128, layer_norm_epsilon=1e-6)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def one_line_with_fix(err: pytest.ExceptionInfo, *words: str) -> str:
     msg = str(err.value)

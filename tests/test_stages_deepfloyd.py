@@ -22,13 +22,6 @@ DATA = REPO / "data"
 sys.path.insert(0, str(REPO / "stages"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):

@@ -16,14 +16,6 @@ from conftest import DEEPFLOYD_FIXTURES
 FULL = {"IF-I-XL-v1.0": 4_304_695_110, "IF-II-L-v1.0": 1_243_277_190}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight the other tests for the cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Random weights everywhere, norms included (their defaults, ones and zeros, would hide mistakes)."""
