@@ -9,6 +9,7 @@ import torch
 
 import common
 import part_b
+from minidiff.train import load_model
 from minidiff import viz
 from minidiff.data import load_mnist
 
@@ -25,7 +26,7 @@ def main():
     g = common.generator(args.seed, dev)
     z = x + SIGMA * torch.randn(x.shape, generator=g, device=dev)             # [B.2]
     for epoch, path in part_b.snapshots(out / "checkpoint.pt"):
-        model = part_b.load_model(path, dev)
+        model = load_model(path, dev)
         with torch.no_grad():
             x_hat = model(z)
         rows = [list(x), list(z.clamp(0, 1)), list(x_hat.clamp(0, 1))]

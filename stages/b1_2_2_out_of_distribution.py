@@ -7,6 +7,7 @@ import torch
 
 import common
 import part_b
+from minidiff.train import load_model
 from minidiff import viz
 from minidiff.data import load_mnist
 
@@ -19,7 +20,7 @@ def main():
     args = p.parse_args()
     out = common.stage_dir(args, "b1_2_2_out_of_distribution")
     dev = common.device(args.device)
-    model = part_b.load_model(part_b.default_checkpoint(args, "denoiser"), dev)
+    model = load_model(part_b.default_checkpoint(args, "denoiser"), dev)
     test_x, test_y = load_mnist(train=False)
     g = common.generator(args.seed, dev)
     rows, row_titles = [], []

@@ -10,6 +10,7 @@ import torch
 
 import common
 import part_b
+from minidiff.train import load_model
 from minidiff import viz
 
 NUM_SAMPLES = 40
@@ -22,7 +23,7 @@ def main():
     out = common.stage_dir(args, "b2_3_sample_time_conditioned")
     dev = common.device(args.device)
     for epoch, path in part_b.snapshots(part_b.default_checkpoint(args, "time")):
-        model = part_b.load_model(path, dev)
+        model = load_model(path, dev)
         images, frames = part_b.sample(model, NUM_SAMPLES, common.generator(args.seed, dev))
         common.wrote(viz.save_grid(images, out / f"samples_epoch{epoch}.png", nrow=10,
                                    title=f"time-conditioned UNet, epoch {epoch}"))

@@ -15,6 +15,7 @@ import torch
 
 import common
 import part_b
+from minidiff.train import load_model
 from minidiff import evaluate, viz
 
 GAMMA = 5.0                 # report 5B §2.4
@@ -35,7 +36,7 @@ def main():
     metrics = {}
     snapshots = part_b.snapshots(part_b.default_checkpoint(args, "class"))
     for epoch, path in snapshots:
-        model = part_b.load_model(path, dev)
+        model = load_model(path, dev)
         digits = torch.arange(10).repeat(SAMPLES_PER_DIGIT)                       # (40,) rows of 0..9
         images, frames = part_b.sample(model, len(digits), common.generator(args.seed, dev), digits, args.gamma)
         common.wrote(viz.save_grid(images, out / f"samples_epoch{epoch}.png", nrow=10,
@@ -45,7 +46,7 @@ def main():
             continue
         eval_digits = torch.arange(10).repeat(per_digit)
         eval_images, _ = part_b.sample(model, len(eval_digits), common.generator(args.seed + 1, dev),
-                                       eval_digits, args.gamma, frame_every=10 ** 9)
+                                       eval_digits, args.gamma, frame_every=None)
         m = evaluate.evaluate_samples(classifier, eval_images, eval_digits)
         print(f"epoch {epoch}: {m}")
         metrics[f"epoch{epoch}"] = m.__dict__

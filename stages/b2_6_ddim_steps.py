@@ -19,6 +19,7 @@ import part_b
 from minidiff import evaluate, mnist_backbone, viz
 from minidiff.guidance import cfg as classifier_free_guidance
 from minidiff.sampling import iterative_denoise, spaced_timesteps
+from minidiff.train import load_model
 
 GAMMA = 5.0                                     # report 5B §2.4
 SETTINGS = [("ddim", 5), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddpm", 300)]   # (step, number of steps)
@@ -47,7 +48,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = common.stage_dir(args, "b2_6_ddim_steps")
     dev = common.device(args.device)
-    model = part_b.load_model(part_b.default_checkpoint(args, "class"), dev)
+    model = load_model(part_b.default_checkpoint(args, "class"), dev)
     classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
     per_digit = args.per_digit or (3 if args.quick else EVAL_PER_DIGIT)
     digits = torch.arange(10).repeat(per_digit)                               # (N,) rows of 0..9

@@ -16,7 +16,7 @@ from minidiff import distributed, mnist_backbone, viz
 from minidiff.data import load_mnist
 from minidiff.guidance import cfg as classifier_free_guidance, conditional
 from minidiff.sampling import ddpm_timesteps, iterative_denoise
-from minidiff.train import CHECKPOINT, TrainConfig, load_checkpoint, load_model, train
+from minidiff.train import CHECKPOINT, TrainConfig, load_checkpoint, train
 
 REPORT = {
     "denoiser": TrainConfig.denoiser(),
@@ -89,10 +89,10 @@ def default_checkpoint(args: argparse.Namespace, kind: str) -> Path:
 
 @torch.no_grad()
 def sample(model, n: int, generator: torch.Generator, digits: torch.Tensor | None = None, gamma: float = 5.0,
-           frame_every: int = 10) -> tuple[torch.Tensor, list[torch.Tensor]]:
+           frame_every: int | None = 10) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2, sigma_t^2 = beta_t) with all T = 300 steps,
     with CFG (one batched forward) when `digits` (n,) are given. Returns (images (n, 1, 28, 28) in [0, 1],
-    frames for a GIF: every `frame_every`-th x_t, clamped to [0, 1])."""
+    frames for a GIF: every `frame_every`-th x_t, clamped to [0, 1]; none when frame_every is None)."""
     dev = generator.device
     model_fn = mnist_backbone.model_fn(model)
     if digits is None:
@@ -101,15 +101,13 @@ def sample(model, n: int, generator: torch.Generator, digits: torch.Tensor | Non
         eps_fn = classifier_free_guidance(model_fn, mnist_backbone.one_hot(digits, device=dev),
                                           torch.zeros(1, 10, device=dev), gamma)
     x_T = torch.randn((n, 1, 28, 28), generator=generator, device=dev)
-    frames = [x_T.clamp(0, 1).cpu()]
+    frames = [] if frame_every is None else [x_T.clamp(0, 1).cpu()]
 
     def keep(i, t_prev, x, x0_hat):
         if (i + 1) % frame_every == 0 or t_prev == -1:
             frames.append(x.clamp(0, 1).cpu())
 
     x0 = iterative_denoise(eps_fn, mnist_backbone.schedule(), x_T, ddpm_timesteps(mnist_backbone.NUM_STEPS),
-                           generator=generator, callback=keep)
+                           generator=generator, callback=None if frame_every is None else keep)
     return x0.clamp(0, 1), frames
 
-
-__all__ = ["add_training_args", "run_training", "snapshots", "default_checkpoint", "sample", "load_model"]
