@@ -15,13 +15,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """(C, H, W) float in [0, 1] -> (H, W, C) or (H, W) uint8."""
     a = (image.detach().float().clamp(0, 1).cpu() * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return a[:, :, 0] if a.shape[2] == 1 else a
+
+
+def tile(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
+    """(N, C, H, W) images in [0, 1] -> one (C, H', W') picture: rows of `nrow` images on a white background,
+    `padding` pixels around each."""
+    images = images.detach().float().cpu().clamp(0, 1)
+    N, C, H, W = images.shape
+    rows, cols = -(-N // nrow), min(N, nrow)                         # ceil(N / nrow) rows
+    grid = torch.ones(C, rows * (H + padding) + padding, cols * (W + padding) + padding)
+    for i, image in enumerate(images):
+        top, left = padding + (i // nrow) * (H + padding), padding + (i % nrow) * (W + padding)
+        grid[:, top:top + H, left:left + W] = image
+    return grid
 
 
 def save_table(
@@ -57,7 +69,7 @@ def save_table(
 
 def save_grid(images: torch.Tensor, path: Path | str, nrow: int = 8, title: Optional[str] = None) -> Path:
     """A plain grid of (N, C, H, W) images in [0, 1], nrow per row, with an optional title."""
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+    grid = tile(images, nrow)
     h, w = grid.shape[1:]
     fig, ax = plt.subplots(figsize=(max(2.0, w / 40), max(2.0, h / 40) + (0.3 if title else 0)))
     ax.imshow(to_uint8(grid), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -92,7 +104,7 @@ def save_gif(frames: Sequence[torch.Tensor], path: Path | str, nrow: int = 10, s
     the last frame is held for a second."""
     pictures = []
     for frame in frames:
-        grid = make_grid(frame.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+        grid = tile(frame, nrow)
         img = Image.fromarray(to_uint8(grid))
         pictures.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST))
     duration = max(20, int(1000 * seconds / len(pictures)))

@@ -17,8 +17,8 @@ SIGMA = 0.5          # report 5B §1.2.1
 NUM_EXAMPLES = 6
 
 
-def main():
-    args = part_b.add_training_args(common.parser(__doc__)).parse_args()
+def main(argv=None):
+    args = part_b.add_training_args(common.parser(__doc__)).parse_args(argv)
     state, out = part_b.run_training(args, "denoiser", "single-step denoiser, σ = 0.5")
     dev = common.device(args.device)
     test_x, _ = load_mnist(train=False)

@@ -14,10 +14,10 @@ from minidiff.data import load_mnist
 SIGMAS = [0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0]   # report 5B §1.2.2
 
 
-def main():
+def main(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--checkpoint", help="the denoiser's checkpoint.pt (default: the b1_2_1 stage's)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     out = common.stage_dir(args, "b1_2_2_out_of_distribution")
     dev = common.device(args.device)
     model = load_model(part_b.default_checkpoint(args, "denoiser"), dev)

@@ -12,8 +12,8 @@ from minidiff.data import load_mnist
 SIGMAS = [0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0]   # report 5B §1.2, Figure 3
 
 
-def main():
-    args = common.parser(__doc__).parse_args()
+def main(argv=None):
+    args = common.parser(__doc__).parse_args(argv)
     out = common.stage_dir(args, "b1_2_noising")
     g = common.generator(args.seed, torch.device("cpu"))
     images, labels = load_mnist(train=True)

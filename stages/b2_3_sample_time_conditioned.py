@@ -16,10 +16,10 @@ from minidiff import viz
 NUM_SAMPLES = 40
 
 
-def main():
+def main(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--checkpoint", help="the training checkpoint.pt (default: the b2_2 stage's)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     out = common.stage_dir(args, "b2_3_sample_time_conditioned")
     dev = common.device(args.device)
     for epoch, path in part_b.snapshots(part_b.default_checkpoint(args, "time")):

@@ -8,8 +8,8 @@ import common
 import part_b
 
 
-def main():
-    args = part_b.add_training_args(common.parser(__doc__)).parse_args()
+def main(argv=None):
+    args = part_b.add_training_args(common.parser(__doc__)).parse_args(argv)
     part_b.run_training(args, "class", "class-conditioned UNet")
 
 

@@ -1,8 +1,8 @@
 """Report 5B §2.4 (sampling): the class-conditioned DDPM with classifier-free guidance, gamma = 5.
 
 For each snapshot (after 5 and 20 epochs; quick profile: 1 and 2): 4 samples of every digit and their denoising
-GIF; and the quality measured by an independent classifier (minidiff.evaluate) on a larger batch (quick profile:
-the last snapshot only, 10 samples per digit).
+GIF; and the quality measured by an independent classifier (minidiff.evaluate) on a larger batch of which those are
+the first 4 rows (100 samples per digit; quick profile: the last snapshot only, 10 per digit).
 Outputs in outputs/b2_5_sample_class_conditioned/:
   samples_epoch{e}.png   4 rows x 10 digits
   denoising_epoch{e}.gif the reverse process, every 10th of the 300 steps
@@ -24,32 +24,32 @@ EVAL_PER_DIGIT = 100        # 1000 samples for the metrics
 QUICK_EVAL_PER_DIGIT = 10
 
 
-def main():
+def main(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--checkpoint", help="the training checkpoint.pt (default: the b2_4 stage's)")
     p.add_argument("--gamma", type=float, default=GAMMA, help="classifier-free guidance scale")
-    args = p.parse_args()
+    p.add_argument("--per-digit", type=int, help=f"samples per digit for the metrics (default {EVAL_PER_DIGIT}, "
+                                                 f"quick {QUICK_EVAL_PER_DIGIT})")
+    args = p.parse_args(argv)
     out = common.stage_dir(args, "b2_5_sample_class_conditioned")
     dev = common.device(args.device)
     classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
-    per_digit = QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT
+    per_digit = args.per_digit or (QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT)
     metrics = {}
     snapshots = part_b.snapshots(part_b.default_checkpoint(args, "class"))
     for epoch, path in snapshots:
         model = load_model(path, dev)
-        digits = torch.arange(10).repeat(SAMPLES_PER_DIGIT)                       # (40,) rows of 0..9
+        measure = not args.quick or epoch == snapshots[-1][0]          # quick: metrics of the last snapshot only
+        digits = torch.arange(10).repeat(per_digit if measure else SAMPLES_PER_DIGIT)   # (N,) rows of 0..9
         images, frames = part_b.sample(model, len(digits), common.generator(args.seed, dev), digits, args.gamma)
-        common.wrote(viz.save_grid(images, out / f"samples_epoch{epoch}.png", nrow=10,
+        shown = 10 * SAMPLES_PER_DIGIT                                 # the first 4 rows go in the figures
+        common.wrote(viz.save_grid(images[:shown], out / f"samples_epoch{epoch}.png", nrow=10,
                                    title=f"class-conditioned, γ = {args.gamma}, epoch {epoch}"))
-        common.wrote(viz.save_gif(frames, out / f"denoising_epoch{epoch}.gif", nrow=10))
-        if args.quick and epoch != snapshots[-1][0]:
-            continue
-        eval_digits = torch.arange(10).repeat(per_digit)
-        eval_images, _ = part_b.sample(model, len(eval_digits), common.generator(args.seed + 1, dev),
-                                       eval_digits, args.gamma, frame_every=None)
-        m = evaluate.evaluate_samples(classifier, eval_images, eval_digits)
-        print(f"epoch {epoch}: {m}")
-        metrics[f"epoch{epoch}"] = m.__dict__
+        common.wrote(viz.save_gif([f[:shown] for f in frames], out / f"denoising_epoch{epoch}.gif", nrow=10))
+        if measure:
+            m = evaluate.evaluate_samples(classifier, images, digits)
+            print(f"epoch {epoch}: {m}")
+            metrics[f"epoch{epoch}"] = m.__dict__
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     common.wrote(out / "metrics.json")
     torch.save({"images": images.cpu(), "labels": digits}, out / "samples.pt")

@@ -36,6 +36,8 @@ TRAIN_STAGE = {"denoiser": "b1_2_1_train_denoiser", "time": "b2_2_train_time_con
 def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="override the profile's number of epochs")
     p.add_argument("--num-hiddens", type=int, help="override the profile's UNet width D")
+    p.add_argument("--images", type=int, help="train on the first N training digits (default: all 60k; "
+                                              "--quick: the profile's QUICK_IMAGES)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs and AMX CPUs)")
     return p
 
@@ -56,8 +58,8 @@ def run_training(args: argparse.Namespace, kind: str, title: str) -> tuple[dict,
     out = common.stage_dir(args, TRAIN_STAGE[kind])
     dev = common.device(args.device)
     images, labels = load_mnist(train=True)
-    if args.quick:
-        images, labels = images[:QUICK_IMAGES[kind]], labels[:QUICK_IMAGES[kind]]
+    n = args.images or (QUICK_IMAGES[kind] if args.quick else len(images))
+    images, labels = images[:n], labels[:n]
     print(f"training the {kind} UNet on {dev} with {len(images)} digits: {cfg}")
     state = train(cfg, out, images, labels, device=dev)
     if not distributed.is_main():                 # under torchrun, rank 0 alone reports and plots

@@ -1,0 +1,66 @@
+"""Part B stages end to end, as `make demo` runs them (run_all.run_stage: in one process), on tiny models: every
+stage succeeds and writes the figures its docstring names; a stage with missing input fails with its one-line
+error and the run goes on."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "stages"))
+
+import run_all  # noqa: E402
+
+TINY = ["--epochs", "1", "--num-hiddens", "8", "--images", "256"]   # a second per model instead of minutes
+PIPELINE = [   # (stage, extra arguments, files it writes)
+    ("b1_2_noising", [], ["noising.png"]),
+    ("b1_2_1_train_denoiser", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png", "results_epoch1.png"]),
+    ("b1_2_2_out_of_distribution", [], ["ood.png"]),
+    ("b2_2_train_time_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
+    ("b2_3_sample_time_conditioned", [], ["samples_epoch1.png", "denoising_epoch1.gif", "samples.pt"]),
+    ("b2_4_train_class_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
+    ("b2_5_sample_class_conditioned", ["--per-digit", "5"], ["samples_epoch1.png", "denoising_epoch1.gif",
+                                                             "metrics.json", "samples.pt"]),
+    ("b2_6_ddim_steps", ["--per-digit", "1"], ["samples.png", "metrics.json", "samples.pt"]),
+]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    """An output folder with a cached classifier trained on 1024 digits (the real one takes a minute)."""
+    from minidiff.data import load_mnist
+    from minidiff.evaluate import train_classifier
+    out = tmp_path_factory.mktemp("outputs")
+    x, y = load_mnist(train=True)
+    (out / "classifier").mkdir()
+    torch.save(train_classifier(x[:1024], y[:1024], progress=False).state_dict(),
+               out / "classifier" / "mnist_classifier.pt")
+    return out
+
+
+def test_part_b_pipeline_runs_in_order_and_writes_every_figure(out, capsys):
+    args = argparse.Namespace(out=out, device="cpu", seed=0, quick=True)
+    for stage, extra, files in PIPELINE:
+        section = run_all.run_stage(stage, args, extra)
+        assert section["status"].startswith("ok"), (stage, section["status"])
+        assert sorted(p.name for p in (out / stage).iterdir()) == sorted(files), stage
+        assert sorted(section["files"]) == sorted(out / stage / f for f in files), stage   # "wrote ..." lines
+    printed = capsys.readouterr().out
+    assert "=== b2_5_sample_class_conditioned" in printed and "class accuracy" in printed
+
+    metrics = json.loads((out / "b2_5_sample_class_conditioned" / "metrics.json").read_text())
+    assert list(metrics) == ["epoch1"] and metrics["epoch1"]["n"] == 50
+    s = torch.load(out / "b2_5_sample_class_conditioned" / "samples.pt", weights_only=True)
+    assert s["images"].shape == (50, 1, 28, 28) and s["labels"].tolist() == list(range(10)) * 5
+    assert 0 <= s["images"].min() and s["images"].max() <= 1
+
+
+def test_a_failing_stage_reports_its_one_line_error_and_the_run_goes_on(tmp_path):
+    args = argparse.Namespace(out=tmp_path, device="cpu", seed=0, quick=True)
+    section = run_all.run_stage("b2_3_sample_time_conditioned", args, [])
+    assert section["status"].startswith("error: no trained model at") and section["files"] == []
+    assert sys.argv[0] != str(REPO / "stages" / "b2_3_sample_time_conditioned.py")   # argv restored
+    assert run_all.run_stage("b1_2_noising", args, [])["status"].startswith("ok")
