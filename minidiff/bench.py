@@ -3,6 +3,10 @@
 Each benchmark is a function registered in BENCHES (name -> function returning a list of row dicts);
 `all` runs every registered one. The rows are printed as a table and, with --json, written to a file.
 
+- train: Part B training images/s and GFLOP/s per model, as a fraction of a conv2d microbenchmark of the same
+  shapes run in the same process; then the class model with channels_last, bf16 autocast and torch.compile.
+- sample: Part B DDPM sampling (300 steps, CFG) and the Part A loop (CFG, 2-view anagram) per image on the
+  MNIST backbone and on a mid-size random IF-shaped UNet.
 - unet: our IF UNet forward vs diffusers' UNet2DConditionModel (when installed; a test-only oracle that the
   package never imports: it is loaded here at run time only) on the same random weights, a mid-size
   IF-shaped config, batch 2 (a CFG pair) at 64x64 with a (2, 77, 4096) prompt. Target: ratio <= 1.0
@@ -175,39 +179,63 @@ def _conv_microbench(model: torch.nn.Module, inputs: tuple, repeats: int) -> tup
     return flops / 1e9, seconds
 
 
-@register("train")
-def bench_train(repeats: int = 2) -> list[dict]:
-    """Part B training throughput of the report's three models at the report's batch sizes, and their GFLOP/s as
-    a fraction of the conv microbenchmark of the same shapes (issue 7 aims at >= 0.6)."""
-    from minidiff.train import TrainConfig, batch_loss
+def _train_step(cfg, channels_last: bool = False, compile: bool = False):
+    """One optimizer step of `cfg`'s model on a fixed random batch, run as minidiff.train runs it.
+    Returns (step(n=batch) -> None, model, inputs of one forward)."""
     from minidiff.mnist_unet import MNISTUNet
+    from minidiff.train import batch_loss
+
+    torch.manual_seed(0)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = MNISTUNet(cfg.model_config()).to(memory_format=layout)
+    forward = torch.compile(model) if compile else model
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    g = torch.Generator().manual_seed(0)
+    B = cfg.batch_size
+    x0, y = torch.rand(B, 1, 28, 28).contiguous(memory_format=layout), torch.randint(0, 10, (B,))
+
+    def step(n=B):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = batch_loss(forward, cfg, x0[:n], y[:n], g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    t = torch.rand(B) if cfg.kind != "denoiser" else None
+    c = torch.eye(10)[y] if cfg.kind == "class" else None
+    return step, model, tuple(a for a in (x0, t, c) if a is not None)
+
+
+@register("train")
+def bench_train(repeats: int = 3) -> list[dict]:
+    """Part B training throughput of the report's three models at the report's batch sizes, and their GFLOP/s as
+    a fraction of the conv microbenchmark of the same shapes (issue 7 aims at >= 0.6). Then the class model with
+    each speed option of minidiff.train: channels_last, bf16 autocast (--bf16), torch.compile (its compile time
+    is the first step's)."""
+    from minidiff.train import TrainConfig
 
     rows = []
-    for cfg in (TrainConfig.denoiser(), TrainConfig.time_conditioned(), TrainConfig.class_conditioned()):
-        torch.manual_seed(0)
-        model = MNISTUNet(cfg.model_config())
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        g = torch.Generator().manual_seed(0)
+    plain = (TrainConfig.denoiser(), TrainConfig.time_conditioned(), TrainConfig.class_conditioned())
+    variants = [(TrainConfig.class_conditioned(), "channels_last", dict(channels_last=True)),
+                (TrainConfig.class_conditioned(bf16=True), "bf16 autocast", {}),
+                (TrainConfig.class_conditioned(), "torch.compile", dict(compile=True))]
+    conv_rate = {}
+    for cfg, option, kw in [(c, "fp32", {}) for c in plain] + variants:
+        step, model, inputs = _train_step(cfg, **kw)
         B = cfg.batch_size
-        x0, y = torch.rand(B, 1, 28, 28), torch.randint(0, 10, (B,))
-
-        def step(n=B):
-            loss = batch_loss(model, cfg, x0[:n], y[:n], g)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        gflop = _flops(lambda: step(1)) * B / 1e9       # counted on one image: FLOPs are linear in the batch
-        seconds = _best_seconds(step, repeats)
-        t = torch.rand(B) if cfg.kind != "denoiser" else None
-        c = torch.eye(10)[y] if cfg.kind == "class" else None
-        conv_gflop, conv_seconds = _conv_microbench(model, tuple(a for a in (x0, t, c) if a is not None), repeats)
-        achieved, conv_rate = gflop / seconds, conv_gflop / conv_seconds
-        rows.append({"bench": "train", "model": cfg.kind, "D": cfg.num_hiddens, "batch": B,
+        compile_s = _seconds(step) if kw.get("compile") else None            # the first step compiles
+        gflop = _flops(lambda: _train_step(cfg)[0](1)) * B / 1e9             # eager fp32, one image: FLOPs are
+        seconds = _best_seconds(step, repeats)                                # linear in the batch
+        if cfg.kind not in conv_rate:                                         # the machine's conv throughput
+            conv_gflop, conv_seconds = _conv_microbench(model, inputs, repeats)
+            conv_rate[cfg.kind] = conv_gflop / conv_seconds
+        achieved = gflop / seconds
+        rows.append({"bench": "train", "model": cfg.kind, "option": option, "D": cfg.num_hiddens, "batch": B,
                      "threads": torch.get_num_threads(), "images_per_s": round(B / seconds, 1),
                      "gflop_per_step": round(gflop, 1), "gflop_per_s": round(achieved, 1),
-                     "conv_microbench_gflop_per_s": round(conv_rate, 1),
-                     "fraction_of_conv": round(achieved / conv_rate, 2),
-                     "epoch_minutes": round(60000 // B * seconds / 60, 1)})
+                     "conv_microbench_gflop_per_s": round(conv_rate[cfg.kind], 1),
+                     "fraction_of_conv": round(achieved / conv_rate[cfg.kind], 2),
+                     "epoch_minutes": round(60000 // B * seconds / 60, 1),
+                     **({"compile_s": round(compile_s, 1)} if compile_s is not None else {})})
     return rows
 
 

@@ -92,13 +92,17 @@ def batch_loss(model: MNISTUNet, cfg: TrainConfig, x0: torch.Tensor, y: torch.Te
 
 
 def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: torch.Tensor,
-          device: torch.device | str = "cpu", progress: bool = True) -> dict:
+          device: torch.device | str = "cpu", progress: bool = True, channels_last: bool = False,
+          compile: bool = False) -> dict:
     """Train (or resume training) and return the final checkpoint dict.
 
     Args:
         images: (N, 28, 28) uint8 MNIST; moved to `device` once, batches are slices of a permutation.
         labels: (N,) int64.
         out_dir: where checkpoint.pt and the snapshots live; an existing checkpoint.pt is resumed.
+        channels_last, compile: how to run, not what to compute (so not part of cfg): NHWC activations (faster
+            convolutions on GPUs with bf16), and torch.compile of the model (a minute of compiling first; on two
+            CPU cores D = 16 steps ran 1.2x faster, D = 64 the same, `python -m minidiff.bench train`).
     Returns:
         {"model", "optimizer", "scheduler", "epoch", "losses" (list of per-step floats), "config", "rng"}.
     Raises:
@@ -112,7 +116,10 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
     with torch.random.fork_rng(devices=[]):        # the initial weights depend on cfg.seed alone
         torch.manual_seed(cfg.seed)
         model = MNISTUNet(cfg.model_config()).to(device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     ddp_model = distributed.wrap(model, device)    # the model itself with one process
+    forward = torch.compile(ddp_model) if compile else ddp_model
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gamma = 0.1 ** (1.0 / cfg.epochs) if cfg.lr_decay else 1.0
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
@@ -143,8 +150,9 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
         for i in bar:
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size][part]
             x0 = images[idx].unsqueeze(1).float() / 255.0                 # (b, 1, 28, 28) in [0, 1]
+            x0 = x0.contiguous(memory_format=layout)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = batch_loss(ddp_model, cfg, x0, labels[idx], generator, part, cfg.batch_size)
+                loss = batch_loss(forward, cfg, x0, labels[idx], generator, part, cfg.batch_size)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()                                               # DDP: gradients averaged over ranks
             optimizer.step()

@@ -39,6 +39,8 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, help="train on the first N training digits (default: all 60k; "
                                               "--quick: the profile's QUICK_IMAGES)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs and AMX CPUs)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory layout (helps GPUs, mostly with --bf16)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (a minute of compiling first)")
     return p
 
 
@@ -61,7 +63,7 @@ def run_training(args: argparse.Namespace, kind: str, title: str) -> tuple[dict,
     n = args.images or (QUICK_IMAGES[kind] if args.quick else len(images))
     images, labels = images[:n], labels[:n]
     print(f"training the {kind} UNet on {dev} with {len(images)} digits: {cfg}")
-    state = train(cfg, out, images, labels, device=dev)
+    state = train(cfg, out, images, labels, device=dev, channels_last=args.channels_last, compile=args.compile)
     if not distributed.is_main():                 # under torchrun, rank 0 alone reports and plots
         return state, out
     common.wrote(out / CHECKPOINT)
