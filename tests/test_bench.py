@@ -1,0 +1,26 @@
+"""The benchmark driver (the benchmarks themselves take minutes: `python -m minidiff.bench all`; no timing is
+asserted anywhere in the tests)."""
+import json
+
+from minidiff import bench
+
+
+def test_main_prints_a_table_and_writes_json_with_the_machine(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(bench.BENCHES, "unet", lambda: [{"bench": "unet", "impl": "minidiff", "min_ms": 1.5}])
+    rows = bench.main(["unet", "--json", str(tmp_path / "b.json")])
+    assert json.loads((tmp_path / "b.json").read_text()) == rows
+    assert rows[0]["bench"] == "machine" and rows[0]["cores"] >= 1 and rows[0]["torch"] and "total_s" in rows[0]
+    assert rows[1:] == [{"bench": "unet", "impl": "minidiff", "min_ms": 1.5}]
+    printed = capsys.readouterr().out
+    assert "impl" in printed and "minidiff" in printed and f"wrote {tmp_path / 'b.json'}" in printed
+
+
+def test_best_seconds_times_a_slow_path_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "_seconds", lambda fn: calls.append(1) or 30.0)     # every run "takes" 30 s
+    assert bench._best_seconds(lambda: None, repeats=3, budget_s=20.0) == 30.0
+    assert len(calls) == 1                                                          # one timed run after warm-up
+    calls.clear()
+    monkeypatch.setattr(bench, "_seconds", lambda fn: calls.append(1) or 0.5)
+    bench._best_seconds(lambda: None, repeats=3, budget_s=20.0)
+    assert len(calls) == 3
