@@ -19,12 +19,13 @@ NUM_SAMPLES = 40
 def main(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--checkpoint", help="the training checkpoint.pt (default: the b2_2 stage's)")
+    p.add_argument("--num-samples", type=int, default=NUM_SAMPLES, help="samples per snapshot")
     args = p.parse_args(argv)
     out = common.stage_dir(args, "b2_3_sample_time_conditioned")
     dev = common.device(args.device)
     for epoch, path in part_b.snapshots(part_b.default_checkpoint(args, "time")):
         model = load_model(path, dev)
-        images, frames = part_b.sample(model, NUM_SAMPLES, common.generator(args.seed, dev))
+        images, frames = part_b.sample(model, args.num_samples, common.generator(args.seed, dev))
         common.wrote(viz.save_grid(images, out / f"samples_epoch{epoch}.png", nrow=10,
                                    title=f"time-conditioned UNet, epoch {epoch}"))
         common.wrote(viz.save_gif(frames, out / f"denoising_epoch{epoch}.gif", nrow=10))

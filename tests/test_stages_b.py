@@ -20,9 +20,9 @@ PIPELINE = [   # (stage, extra arguments, files it writes)
     ("b1_2_1_train_denoiser", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png", "results_epoch1.png"]),
     ("b1_2_2_out_of_distribution", [], ["ood.png"]),
     ("b2_2_train_time_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
-    ("b2_3_sample_time_conditioned", [], ["samples_epoch1.png", "denoising_epoch1.gif", "samples.pt"]),
+    ("b2_3_sample_time_conditioned", ["--num-samples", "10"], ["samples_epoch1.png", "denoising_epoch1.gif", "samples.pt"]),
     ("b2_4_train_class_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
-    ("b2_5_sample_class_conditioned", ["--per-digit", "5"], ["samples_epoch1.png", "denoising_epoch1.gif",
+    ("b2_5_sample_class_conditioned", ["--per-digit", "2"], ["samples_epoch1.png", "denoising_epoch1.gif",
                                                              "metrics.json", "samples.pt"]),
     ("b2_6_ddim_steps", ["--per-digit", "1"], ["samples.png", "metrics.json", "samples.pt"]),
 ]
@@ -52,9 +52,9 @@ def test_part_b_pipeline_runs_in_order_and_writes_every_figure(out, capsys):
     assert "=== b2_5_sample_class_conditioned" in printed and "class accuracy" in printed
 
     metrics = json.loads((out / "b2_5_sample_class_conditioned" / "metrics.json").read_text())
-    assert list(metrics) == ["epoch1"] and metrics["epoch1"]["n"] == 50
+    assert list(metrics) == ["epoch1"] and metrics["epoch1"]["n"] == 20
     s = torch.load(out / "b2_5_sample_class_conditioned" / "samples.pt", weights_only=True)
-    assert s["images"].shape == (50, 1, 28, 28) and s["labels"].tolist() == list(range(10)) * 5
+    assert s["images"].shape == (20, 1, 28, 28) and s["labels"].tolist() == list(range(10)) * 2
     assert 0 <= s["images"].min() and s["images"].max() <= 1
 
 
