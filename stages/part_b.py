@@ -1,7 +1,8 @@
 """What the Part B stages share: the training profiles, the training driver, DDPM sampling with CFG.
 
 Profiles: the default is the report's hyperparameters (5B §1.2.1, §2.2, §2.4; meant for a GPU, or a CPU given
-hours). `--quick` is a CPU profile (smaller D, fewer epochs) that trains all three models in minutes on two cores.
+hours). `--quick` is a CPU profile (smaller D, fewer epochs, bf16 autocast where the hardware computes bf16) that
+trains all three models in minutes on two cores.
 """
 from __future__ import annotations
 
@@ -38,15 +39,31 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--num-hiddens", type=int, help="override the profile's UNet width D")
     p.add_argument("--images", type=int, help="train on the first N training digits (default: all 60k; "
                                               "--quick: the profile's QUICK_IMAGES)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs and AMX CPUs)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs and AMX CPUs; --quick turns "
+                                                       "it on where the hardware has it)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory layout (helps GPUs, mostly with --bf16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (a minute of compiling first)")
     return p
 
 
-def training_config(args: argparse.Namespace, kind: str) -> TrainConfig:
+def native_bf16(dev: torch.device) -> bool:
+    """Whether `dev` computes bfloat16 in hardware (then --quick turns bf16 autocast on): CUDA GPUs from Ampere
+    (compute capability 8) on, CPUs with AVX-512 BF16 or AMX. Elsewhere bf16 is emulated: slower than fp32
+    (11x slower on the 2-core AMD EPYC we measured, `python -m minidiff.bench train`)."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_capability(dev)[0] >= 8
+    return dev.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+def _cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")                        # Linux; elsewhere no flags are known
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return set(next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), []))
+
+
+def training_config(args: argparse.Namespace, kind: str, dev: torch.device) -> TrainConfig:
     cfg = (QUICK if args.quick else REPORT)[kind]
-    changes = {"seed": args.seed, "bf16": args.bf16 or cfg.bf16}
+    changes = {"seed": args.seed, "bf16": args.bf16 or (args.quick and native_bf16(dev))}
     if args.epochs is not None:
         changes["epochs"] = args.epochs
     if args.num_hiddens is not None:
@@ -56,9 +73,9 @@ def training_config(args: argparse.Namespace, kind: str) -> TrainConfig:
 
 def run_training(args: argparse.Namespace, kind: str, title: str) -> tuple[dict, Path]:
     """Train (resuming if a checkpoint exists) and plot the loss curve. Returns (final state, output folder)."""
-    cfg = training_config(args, kind)
-    out = common.stage_dir(args, TRAIN_STAGE[kind])
     dev = common.device(args.device)
+    cfg = training_config(args, kind, dev)
+    out = common.stage_dir(args, TRAIN_STAGE[kind])
     images, labels = load_mnist(train=True)
     n = args.images or (QUICK_IMAGES[kind] if args.quick else len(images))
     images, labels = images[:n], labels[:n]

@@ -20,7 +20,8 @@ PIPELINE = [   # (stage, extra arguments, files it writes)
     ("b1_2_1_train_denoiser", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png", "results_epoch1.png"]),
     ("b1_2_2_out_of_distribution", [], ["ood.png"]),
     ("b2_2_train_time_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
-    ("b2_3_sample_time_conditioned", ["--num-samples", "10"], ["samples_epoch1.png", "denoising_epoch1.gif", "samples.pt"]),
+    ("b2_3_sample_time_conditioned", ["--num-samples", "10"], ["samples_epoch1.png", "denoising_epoch1.gif",
+                                                               "samples.pt"]),
     ("b2_4_train_class_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
     ("b2_5_sample_class_conditioned", ["--per-digit", "2"], ["samples_epoch1.png", "denoising_epoch1.gif",
                                                              "metrics.json", "samples.pt"]),
@@ -64,3 +65,16 @@ def test_a_failing_stage_reports_its_one_line_error_and_the_run_goes_on(tmp_path
     assert section["status"].startswith("error: no trained model at") and section["files"] == []
     assert sys.argv[0] != str(REPO / "stages" / "b2_3_sample_time_conditioned.py")   # argv restored
     assert run_all.run_stage("b1_2_noising", args, [])["status"].startswith("ok")
+
+
+def test_quick_profile_uses_bf16_only_where_the_hardware_computes_it(monkeypatch):
+    import part_b
+    args = argparse.Namespace(quick=True, seed=0, bf16=False, epochs=None, num_hiddens=None)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(part_b, "_cpu_flags", lambda: {"avx2", "fma"})              # bf16 would be emulated
+    assert not part_b.native_bf16(cpu) and not part_b.training_config(args, "class", cpu).bf16
+    monkeypatch.setattr(part_b, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert part_b.training_config(args, "class", cpu).bf16
+    assert not part_b.training_config(argparse.Namespace(**{**vars(args), "quick": False}), "class", cpu).bf16
+    assert part_b.training_config(argparse.Namespace(**{**vars(args), "quick": False, "bf16": True}), "class",
+                                  cpu).bf16                                        # --bf16 asks for it anywhere

@@ -1,0 +1,19 @@
+"""Figures: the image grid every figure is made of."""
+import torch
+
+from minidiff.viz import tile
+
+
+def test_tile_places_images_row_by_row_on_white_padding():
+    images = torch.stack([torch.full((1, 3, 4), v) for v in (0.0, 0.25, 0.5)])    # (3, 1, 3, 4)
+    grid = tile(images, nrow=2, padding=2)
+    assert grid.shape == (1, 2 + 2 * (3 + 2), 2 + 2 * (4 + 2))                     # 2 rows of 2, padding around
+    assert torch.equal(grid[:, 2:5, 2:6], images[0]) and torch.equal(grid[:, 2:5, 8:12], images[1])
+    assert torch.equal(grid[:, 7:10, 2:6], images[2])                               # second row, first column
+    assert (grid[:, 7:10, 8:12] == 1).all()                                         # the empty slot stays white
+    assert grid.sum() == grid.numel() - images.numel() + images.sum()               # the rest is white padding
+
+
+def test_tile_clamps_to_the_unit_range_and_keeps_channels():
+    grid = tile(torch.tensor([-1.0, 2.0]).view(1, 1, 1, 2).expand(1, 3, 1, 2), nrow=8, padding=0)
+    assert grid.shape == (3, 1, 2) and grid.min() == 0 and grid.max() == 1
