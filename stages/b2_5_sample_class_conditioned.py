@@ -20,6 +20,7 @@ from minidiff import evaluate, viz
 
 GAMMA = 5.0                 # report 5B §2.4
 SAMPLES_PER_DIGIT = 4
+SHOWN = 10 * SAMPLES_PER_DIGIT   # the figures show the first 4 rows of 0..9
 EVAL_PER_DIGIT = 100        # 1000 samples for the metrics
 QUICK_EVAL_PER_DIGIT = 10
 
@@ -42,10 +43,9 @@ def main(argv=None):
         measure = not args.quick or epoch == snapshots[-1][0]          # quick: metrics of the last snapshot only
         digits = torch.arange(10).repeat(per_digit if measure else SAMPLES_PER_DIGIT)   # (N,) rows of 0..9
         images, frames = part_b.sample(model, len(digits), common.generator(args.seed, dev), digits, args.gamma)
-        shown = 10 * SAMPLES_PER_DIGIT                                 # the first 4 rows go in the figures
-        common.wrote(viz.save_grid(images[:shown], out / f"samples_epoch{epoch}.png", nrow=10,
+        common.wrote(viz.save_grid(images[:SHOWN], out / f"samples_epoch{epoch}.png", nrow=10,
                                    title=f"class-conditioned, γ = {args.gamma}, epoch {epoch}"))
-        common.wrote(viz.save_gif([f[:shown] for f in frames], out / f"denoising_epoch{epoch}.gif", nrow=10))
+        common.wrote(viz.save_gif([f[:SHOWN] for f in frames], out / f"denoising_epoch{epoch}.gif", nrow=10))
         if measure:
             m = evaluate.evaluate_samples(classifier, images, digits)
             print(f"epoch {epoch}: {m}")

@@ -49,7 +49,7 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def native_bf16(dev: torch.device) -> bool:
     """Whether `dev` computes bfloat16 in hardware (then --quick turns bf16 autocast on): CUDA GPUs from Ampere
     (compute capability 8) on, CPUs with AVX-512 BF16 or AMX. Elsewhere bf16 is emulated: slower than fp32
-    (11x slower on the 2-core AMD EPYC we measured, `python -m minidiff.bench train`)."""
+    (about 12x slower on the 2-core AMD EPYC we measured, `python -m minidiff.bench train`)."""
     if dev.type == "cuda":
         return torch.cuda.get_device_capability(dev)[0] >= 8
     return dev.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
