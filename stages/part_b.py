@@ -93,11 +93,17 @@ def run_training(args: argparse.Namespace, kind: str, title: str) -> tuple[dict,
 
 
 def snapshots(checkpoint: Path) -> list[tuple[int, Path]]:
-    """[(epoch, model_epoch{e}.pt)] next to a training checkpoint, in training order."""
+    """[(epoch, weights file)] of a training run, in training order: the snapshots model_epoch{e}.pt kept so far,
+    then the latest epoch. A run that stopped early (Ctrl-C, or still training) has no snapshot of its latest
+    epoch: checkpoint.pt itself holds those weights."""
     state = load_checkpoint(checkpoint)
-    cfg = state["config"]
-    epochs = sorted({e for e in cfg["snapshot_epochs"] if e <= state["epoch"]} | {state["epoch"]})
-    return [(e, Path(checkpoint).parent / f"model_epoch{e}.pt") for e in epochs]
+    folder, last = Path(checkpoint).parent, state["epoch"]
+    kept = [(e, folder / f"model_epoch{e}.pt") for e in sorted(state["config"]["snapshot_epochs"]) if e < last]
+    if last < state["config"]["epochs"]:
+        print(f"{checkpoint} stopped after epoch {last} of {state['config']['epochs']}: sampling it as it is "
+              f"(rerun the training stage to finish)")
+    latest = folder / f"model_epoch{last}.pt"
+    return kept + [(last, latest if latest.exists() else Path(checkpoint))]
 
 
 def default_checkpoint(args: argparse.Namespace, kind: str) -> Path:

@@ -78,3 +78,26 @@ def test_quick_profile_uses_bf16_only_where_the_hardware_computes_it(monkeypatch
     assert not part_b.training_config(argparse.Namespace(**{**vars(args), "quick": False}), "class", cpu).bf16
     assert part_b.training_config(argparse.Namespace(**{**vars(args), "quick": False, "bf16": True}), "class",
                                   cpu).bf16                                        # --bf16 asks for it anywhere
+
+
+def test_sampling_a_training_run_that_stopped_early_uses_its_latest_weights(out, tmp_path, capsys):
+    """Training stopped (Ctrl-C, or still running) after epoch 2 of 3: the snapshot of epoch 1 exists, epoch 2's
+    weights live only in checkpoint.pt. The sampling stage samples both and says the run is unfinished."""
+    from minidiff.data import load_mnist
+    from minidiff.train import TrainConfig, load_checkpoint, train
+    x, y = load_mnist(train=True)
+    run = tmp_path / "run"
+    train(TrainConfig.class_conditioned(num_hiddens=8, epochs=2, batch_size=64, snapshot_epochs=(1,)), run,
+          x[:128], y[:128], progress=False)
+    (run / "model_epoch2.pt").unlink()                  # as if the schedule had 3 epochs and only 2 were done
+    state = load_checkpoint(run / "checkpoint.pt")
+    state["config"]["epochs"] = 3
+    torch.save(state, run / "checkpoint.pt")
+
+    args = argparse.Namespace(out=out, device="cpu", seed=0, quick=False)
+    section = run_all.run_stage("b2_5_sample_class_conditioned", args,
+                                ["--checkpoint", str(run / "checkpoint.pt"), "--per-digit", "1"])
+    assert section["status"].startswith("ok"), section["status"]
+    assert "stopped after epoch 2 of 3" in capsys.readouterr().out
+    metrics = json.loads((out / "b2_5_sample_class_conditioned" / "metrics.json").read_text())
+    assert list(metrics) == ["epoch1", "epoch2"]
