@@ -1,5 +1,7 @@
 """The reverse process: x0_hat, the strided step [A.3] and its variances, and the one sampling loop."""
+import io
 import math
+import sys
 
 import pytest
 import torch
@@ -194,3 +196,21 @@ def test_callback_sees_the_thresholded_x0_hat():
                       generator=torch.Generator().manual_seed(0), callback=lambda i, t, x_t, x0_hat: seen.append(x0_hat))
     assert seen[0].abs().max() <= 1.0 + 1e-6           # clamp(x0_hat, -s, s) / s lies in [-1, 1]
     torch.testing.assert_close(seen[0], dynamic_threshold(predict_x0(COSINE, x, ts[30], torch.zeros_like(x)), 1.5))
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_loop_shows_a_progress_bar_in_a_terminal_only(monkeypatch):
+    ts, x = strided_timesteps(), rand(1, 3, 8, 8)
+    eps_fn = lambda x_t, t: (torch.zeros_like(x_t), None)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    iterative_denoise(eps_fn, COSINE, x, ts, i_start=30, generator=torch.Generator().manual_seed(0))
+    assert "denoising:" in terminal.getvalue() and "/3 " in terminal.getvalue()   # 3 steps: i = 30, 31, 32
+    pipe = io.StringIO()                                                          # isatty() is False
+    monkeypatch.setattr(sys, "stderr", pipe)
+    iterative_denoise(eps_fn, COSINE, x, ts, i_start=30, generator=torch.Generator().manual_seed(0))
+    assert pipe.getvalue() == ""
