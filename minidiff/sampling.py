@@ -37,7 +37,7 @@ EpsFn = Callable[[torch.Tensor, int], "tuple[torch.Tensor, Optional[torch.Tensor
 
 
 def strided_timesteps(start: int = 990, stride: int = 30) -> list[int]:
-    """The report's strided schedule (5A §1.4): [start, start - stride, ..., 0]; 990 by 30 gives 34 steps."""
+    """The report's strided schedule (5A §1.4): [start, start - stride, ..., 0]; 990 by 30 gives 34 timesteps, 33 steps."""
     if start % stride:
         raise ValueError(f"start {start} must be a multiple of stride {stride} so the schedule ends at t = 0")
     return list(range(start, -1, -stride))

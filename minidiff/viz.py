@@ -127,7 +127,8 @@ def write_report(sections: Sequence[dict], path: Path | str, title: str, intro: 
     """A self-contained HTML page (images inlined as base64) laid out like the report.
 
     Each section is a dict with: "title", "text" (the stage's docstring), "status" ("ok" or the reason it is
-    missing), "seconds", "files" (paths it wrote), "metrics" (optional dict) and "command".
+    missing, shown in red), "notes" (optional lines worth showing, e.g. the backbone or the sample metrics),
+    "seconds", "files" (paths it wrote), "metrics" (optional dict) and "command".
     """
     import base64
     import html
@@ -150,6 +151,7 @@ def write_report(sections: Sequence[dict], path: Path | str, title: str, intro: 
                      + (f" &middot; {s['seconds']:.1f} s" if s.get("seconds") is not None else "") + "</p>")
         if s.get("status", "ok") != "ok":
             parts.append(f"<p class='missing'>{html.escape(s['status'])}</p>")
+        parts += [f"<p class='meta'>{html.escape(note)}</p>" for note in s.get("notes", [])]
         if s.get("metrics"):
             parts.append(f"<pre>{html.escape(json.dumps(s['metrics'], indent=2))}</pre>")
         for f in s.get("files", []):

@@ -5,7 +5,7 @@ from far away), high frequencies from prompt 2 (seen up close); each a CFG estim
 
 Report pairs: "a lithograph of a skull" far / "a lithograph of waterfalls" near, ...; MNIST: "0" far / "1" near, ...
 Outputs in outputs/a1_10_hybrid_images/: hybrids.png (per pair, a row of hybrids up close and a row of the same
-seen from afar = the same low-pass filter) and samples.pt (prompts "far|near").
+seen from afar = the same low-pass filter, widened by stage II's upscaling) and samples.pt (prompts "far|near").
 """
 import torch
 
@@ -25,9 +25,9 @@ SAMPLES_PER_PAIR = {"deepfloyd": 1, "mnist": 4}
 
 def main(argv=None):
     args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_10_hybrid_images", argv)
-    pairs = part_a.quick(args, PAIRS[backbone.name]) if args.prompt is None else [tuple(args.prompt[:2])]
-    if len(pairs[0]) != 2:
-        raise ValueError("give two prompts: --prompt PROMPT_FAR PROMPT_NEAR")
+    if args.prompt is not None and len(args.prompt) != 2:
+        raise ValueError(f"give two prompts: --prompt PROMPT_FAR PROMPT_NEAR (got {len(args.prompt)})")
+    pairs = part_a.quick(args, PAIRS[backbone.name]) if args.prompt is None else [tuple(args.prompt)]
     n = len(part_a.quick(args, range(SAMPLES_PER_PAIR[backbone.name])))
     rows, names, images, labels = [], [], [], []
     for far, near in pairs:
@@ -36,7 +36,9 @@ def main(argv=None):
         x = iterative_denoise(eps_fn, backbone.schedule, part_a.noise(backbone, n, dev, gen), backbone.timesteps,
                               generator=gen, threshold=backbone.threshold)
         x = backbone.to_unit(backbone.upsample(x, [far] * n))
-        afar = guidance.gaussian_blur(x, KERNEL_SIZE, SIGMA)          # the low-pass part: what the eye sees from afar
+        scale = x.shape[-1] / backbone.image_shape[-1]                # IF: stage II made it 4x larger
+        # seen from afar: the sampling's low-pass filter, widened to the shown size
+        afar = guidance.gaussian_blur(x, 2 * round(KERNEL_SIZE // 2 * scale) + 1, SIGMA * scale)
         rows += [list(x), list(afar)]
         names += [f"near: {part_a.title(near)}", f"far: {part_a.title(far)}"]
         images.append(x)

@@ -34,10 +34,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = common.stage_dir(args, "b2_5_sample_class_conditioned")
     dev = common.device(args.device)
+    snapshots = part_b.snapshots(part_b.default_checkpoint(args, "class"))   # first: fail fast without a model
     classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
     per_digit = args.per_digit or (QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT)
     metrics = {}
-    snapshots = part_b.snapshots(part_b.default_checkpoint(args, "class"))
     for epoch, path in snapshots:
         model = load_model(path, dev)
         measure = not args.quick or epoch == snapshots[-1][0]          # quick: metrics of the last snapshot only

@@ -52,8 +52,16 @@ def generator(seed: int, dev: torch.device) -> torch.Generator:
 
 
 def wrote(path: Path) -> Path:
-    print(f"wrote {Path(path).resolve().relative_to(REPO) if Path(path).resolve().is_relative_to(REPO) else path}")
+    """Print 'wrote <path>': relative to the repository inside it, absolute outside (run_all reads these lines)."""
+    full = Path(path).resolve()
+    print(f"wrote {full.relative_to(REPO) if full.is_relative_to(REPO) else full}")
     return path
+
+
+def command(stage: str, args: argparse.Namespace) -> str:
+    """The command that runs `stage` for this run's --out and --quick, for 'run ... first' messages."""
+    flags = (" --quick" if args.quick else "") + ("" if Path(args.out).resolve() == OUTPUTS else f" --out {args.out}")
+    return f"python stages/{stage}.py{flags}"
 
 
 def run(main: Callable[[], None]) -> None:

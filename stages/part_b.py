@@ -84,7 +84,7 @@ def run_training(args: argparse.Namespace, kind: str, title: str) -> tuple[dict,
     if not distributed.is_main():                 # under torchrun, rank 0 alone reports and plots
         return state, out
     common.wrote(out / CHECKPOINT)
-    for e in sorted(set(cfg.snapshot_epochs) | {cfg.epochs}):
+    for e in sorted({e for e in cfg.snapshot_epochs if e < cfg.epochs} | {cfg.epochs}):
         common.wrote(out / f"model_epoch{e}.pt")
     losses = state["losses"]
     common.wrote(viz.plot_losses(losses, out / "loss.png", f"{title} (D={cfg.num_hiddens}, {cfg.epochs} epochs)"))
@@ -109,8 +109,7 @@ def snapshots(checkpoint: Path) -> list[tuple[int, Path]]:
 def default_checkpoint(args: argparse.Namespace, kind: str) -> Path:
     path = args.checkpoint or Path(args.out) / TRAIN_STAGE[kind] / CHECKPOINT
     if not Path(path).exists():
-        flag = " --quick" if args.quick else ""
-        raise FileNotFoundError(f"no trained model at {path}; run `python stages/{TRAIN_STAGE[kind]}.py{flag}` first")
+        raise FileNotFoundError(f"no trained model at {path}; run `{common.command(TRAIN_STAGE[kind], args)}` first")
     return Path(path)
 
 

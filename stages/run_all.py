@@ -79,7 +79,7 @@ def run_stage(stage: str, args, extra: list[str]) -> dict:
     notes = [l for l in lines if l.startswith("backbone:") or ("class accuracy" in l)]
     metrics_file = Path(args.out) / stage / "metrics.json"
     return {"title": f"{stage}: {docstring(stage).splitlines()[0]}", "text": docstring(stage),
-            "status": status if not notes or status != "ok" else "ok; " + "; ".join(notes),
+            "status": status, "notes": notes,
             "seconds": seconds, "files": files, "command": f"python stages/{stage}.py " + " ".join(argv),
             "metrics": json.loads(metrics_file.read_text()) if metrics_file.exists() and status == "ok" else None}
 

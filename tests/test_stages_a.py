@@ -82,6 +82,16 @@ def test_anagram_stage_takes_a_view_and_prompts(checkpoint, tmp_path):
     assert s["prompts"] == ["6|9"] * 2 and s["images"].shape == (2, 1, 28, 28)
 
 
+def test_anagram_stage_jigsaw_and_no_negation_on_mnist(checkpoint, tmp_path):
+    d = run("a1_8_visual_anagrams", checkpoint, tmp_path, "--view", "patches", "--prompt", "1", "7")
+    assert torch.load(d / "samples.pt", weights_only=True)["images"].shape == (2, 1, 28, 28)
+    with pytest.raises(ValueError, match="pick another --view"):        # -x of a [0, 1] digit is no image
+        run("a1_8_visual_anagrams", checkpoint, tmp_path, "--view", "negate")
+    for stage in ("a1_8_visual_anagrams", "a1_10_hybrid_images"):            # a third prompt is not dropped
+        with pytest.raises(ValueError, match=r"give two prompts: .* \(got 3\)"):
+            run(stage, checkpoint, tmp_path, "--prompt", "1", "7", "9")
+
+
 def test_sdedit_stage_takes_an_image(checkpoint, tmp_path):
     d = run("a1_7_image_to_image", checkpoint, tmp_path, "--image", str(REPO / "data/drawings/sketch_4.png"))
     assert torch.load(d / "samples.pt", weights_only=True)["images"].shape == (6, 1, 28, 28)   # six i_start
@@ -92,7 +102,7 @@ def test_backbone_choice_and_errors(checkpoint, tmp_path, capsys):
     common = ["--quick", "--device", "cpu", "--out", str(tmp_path)]
     stage.main(["--backbone", "auto", "--checkpoint", str(checkpoint), *common])   # no IF weights offline
     assert "backbone: mnist (" in capsys.readouterr().out
-    with pytest.raises(FileNotFoundError, match="b2_4_train_class_conditioned.py --quick"):
+    with pytest.raises(FileNotFoundError, match=f"b2_4_train_class_conditioned.py --quick --out {tmp_path}`"):
         stage.main(["--backbone", "mnist", "--checkpoint", str(tmp_path / "none.pt"), *common])
     with pytest.raises(ValueError, match="digits '0'..'9'"):
         stage.main(["--backbone", "mnist", "--checkpoint", str(checkpoint), "--prompt", "a rocket ship", *common])
@@ -103,7 +113,8 @@ def test_cli_error_is_one_line(tmp_path):
                         "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.strip().count("\n") == 0
-    assert r.stderr.startswith("error: no MNIST checkpoint at") and "b2_4_train_class_conditioned" in r.stderr
+    assert r.stderr.startswith("error: no MNIST checkpoint at")
+    assert f"run `python stages/b2_4_train_class_conditioned.py --out {tmp_path}` first" in r.stderr   # the same --out
 
 
 def test_mnist_backbone_interface(checkpoint):

@@ -63,6 +63,7 @@ def test_a_failing_stage_reports_its_one_line_error_and_the_run_goes_on(tmp_path
     args = argparse.Namespace(out=tmp_path, device="cpu", seed=0, quick=True)
     section = run_all.run_stage("b2_3_sample_time_conditioned", args, [])
     assert section["status"].startswith("error: no trained model at") and section["files"] == []
+    assert f"run `python stages/b2_2_train_time_conditioned.py --quick --out {tmp_path}` first" in section["status"]
     assert sys.argv[0] != str(REPO / "stages" / "b2_3_sample_time_conditioned.py")   # argv restored
     assert run_all.run_stage("b1_2_noising", args, [])["status"].startswith("ok")
 

@@ -97,10 +97,28 @@ def test_visual_anagrams(run):
     assert d["prompts"][0] == "an oil painting of an old man|an oil painting of people around a campfire"
 
 
-def test_hybrid_images(run):
+@pytest.mark.parametrize("view", ["negate", "patches"])
+def test_anagram_figure_shows_the_view_of_the_upsampled_image(run, view, monkeypatch):
+    """The figure's second row is the view applied in the model's range [-1, 1] at stage II's size: negate is the
+    colour inversion 1 - u of the shown image u, the jigsaw keeps its 4 x 4 grid at 40 px (10 px patches)."""
+    from minidiff import guidance, viz
+    tables = []
+    monkeypatch.setattr(viz, "save_table", lambda rows, path, **kw: tables.append(rows) or path)
+    run("a1_8_visual_anagrams", "--view", view, "--prompt", "a photo of a dog", "a rocket ship")
+    shown, seen = torch.stack(tables[0][0]), torch.stack(tables[0][1])      # (1, 3, 40, 40) each, in [0, 1]
+    expected = 1 - shown if view == "negate" else guidance.patch_permute(10).apply(shown)
+    torch.testing.assert_close(seen, expected)
+
+
+def test_hybrid_images(run, monkeypatch):
+    from minidiff import guidance, viz
+    tables = []
+    monkeypatch.setattr(viz, "save_table", lambda rows, path, **kw: tables.append(rows) or path)
     out = run("a1_10_hybrid_images", "--prompt", "a lithograph of a skull", "a lithograph of waterfalls")
-    assert (out / "hybrids.png").is_file()
     check_samples(out, 1, 40)
+    near, far = torch.stack(tables[0][0]), torch.stack(tables[0][1])        # (1, 3, 40, 40) each
+    # "seen from afar" is the sampling's low-pass (kernel 33, sigma 2 at stage I's 20 px) at stage II's 40 px
+    torch.testing.assert_close(far, guidance.gaussian_blur(near, 65, 4.0))
 
 
 def test_help_names_the_deepfloyd_options(capsys):

@@ -17,3 +17,12 @@ def test_tile_places_images_row_by_row_on_white_padding():
 def test_tile_clamps_to_the_unit_range_and_keeps_channels():
     grid = tile(torch.tensor([-1.0, 2.0]).view(1, 1, 1, 2).expand(1, 3, 1, 2), nrow=8, padding=0)
     assert grid.shape == (3, 1, 2) and grid.min() == 0 and grid.max() == 1
+
+
+def test_report_shows_a_failure_in_red_and_notes_as_notes(tmp_path):
+    from minidiff.viz import write_report
+    page = write_report([{"title": "b2_5: ok", "status": "ok", "notes": ["epoch 2: class accuracy 1.0"]},
+                         {"title": "b2_3: failed", "status": "error: no trained model at x"}],
+                        tmp_path / "report.html", "report").read_text()
+    assert "<p class='meta'>epoch 2: class accuracy 1.0</p>" in page
+    assert page.count("class='missing'") == 1 and "<p class='missing'>error: no trained model at x</p>" in page
