@@ -102,3 +102,11 @@ def test_sampling_a_training_run_that_stopped_early_uses_its_latest_weights(out,
     assert "stopped after epoch 2 of 3" in capsys.readouterr().out
     metrics = json.loads((out / "b2_5_sample_class_conditioned" / "metrics.json").read_text())
     assert list(metrics) == ["epoch1", "epoch2"]
+
+
+def test_run_all_finds_the_figures_of_a_relative_out_from_another_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                                   # outside the repository, --out relative to it
+    args = argparse.Namespace(out=Path("rel_out"), device="cpu", seed=0, quick=True)
+    section = run_all.run_stage("b1_2_noising", args, [])
+    assert section["files"] == [tmp_path / "rel_out" / "b1_2_noising" / "noising.png"]
+    assert section["files"][0].is_file()
