@@ -24,9 +24,8 @@ SAMPLES_PER_PAIR = {"deepfloyd": 1, "mnist": 4}
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_10_hybrid_images", argv)
-    if args.prompt is not None and len(args.prompt) != 2:
-        raise ValueError(f"give two prompts: --prompt PROMPT_FAR PROMPT_NEAR (got {len(args.prompt)})")
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_10_hybrid_images", argv,
+                                                  image=None, prompt=2)          # --prompt FAR NEAR
     pairs = part_a.quick(args, PAIRS[backbone.name]) if args.prompt is None else [tuple(args.prompt)]
     n = len(part_a.quick(args, range(SAMPLES_PER_PAIR[backbone.name])))
     rows, names, images, labels = [], [], [], []

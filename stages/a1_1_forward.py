@@ -13,7 +13,7 @@ NOISE_FRACTIONS = (0.25, 0.5, 0.75)   # §1.1: t = 250, 500, 750 of T = 1000
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_1_forward", argv)
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_1_forward", argv, prompt=None)
     ts = part_a.noise_levels(backbone, NOISE_FRACTIONS)
     rows, names = [], []
     for name, x0 in part_a.inputs(args, backbone):

@@ -13,7 +13,7 @@ BLUR = {"deepfloyd": (5, 2.0), "mnist": (5, 1.0)}   # §1.2: (kernel size, sigma
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_2_classical_denoising", argv)
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_2_classical_denoising", argv, prompt=None)
     ts = part_a.noise_levels(backbone, NOISE_FRACTIONS)
     k, sigma = BLUR[backbone.name]
     rows, names = [], []

@@ -15,7 +15,7 @@ PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}        # §1.3, 
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_3_one_step_denoising", argv)
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_3_one_step_denoising", argv, prompt=1)
     ts = part_a.noise_levels(backbone, NOISE_FRACTIONS)
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     eps_fn = part_a.eps_fn_for(backbone, prompt)

@@ -20,7 +20,7 @@ BLUR = {"deepfloyd": (5, 2.0), "mnist": (5, 1.0)}                 # §1.2
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_4_iterative_denoising", argv)
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_4_iterative_denoising", argv, image=1, prompt=1)
     ts, s = backbone.timesteps, backbone.schedule
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     eps_fn = part_a.eps_fn_for(backbone, prompt)

@@ -13,7 +13,7 @@ PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.5, no CF
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_5_sampling", argv)
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_5_sampling", argv, image=None, prompt=1)
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     x = part_a.noise(backbone, NUM_SAMPLES, dev, gen)
     x = iterative_denoise(part_a.eps_fn_for(backbone, prompt), backbone.schedule, x, backbone.timesteps,

@@ -15,7 +15,7 @@ PROMPTS = {"deepfloyd": ["a high quality photo"] * 5, "mnist": [str(d) for d in 
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_6_cfg", argv)
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_6_cfg", argv, image=None)
     prompts = part_a.pick(args, backbone, PROMPTS)
     x = part_a.noise(backbone, len(prompts), dev, gen)
     x = iterative_denoise(part_a.eps_fn_for(backbone, prompts, GAMMA), backbone.schedule, x, backbone.timesteps,

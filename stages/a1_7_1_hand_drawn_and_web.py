@@ -19,7 +19,7 @@ IMAGES = {"deepfloyd": [DATA_DIR / "coffee.png", *sorted((DATA_DIR / "sketches")
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_7_1_hand_drawn_and_web", argv)
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_7_1_hand_drawn_and_web", argv, prompt=1)
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     paths = part_a.pick(args, backbone, IMAGES, "image")
     images = [backbone.load_image(p) for p in paths]

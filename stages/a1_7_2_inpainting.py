@@ -34,7 +34,7 @@ def box_mask(kind: str, H: int, W: int) -> torch.Tensor:
 def main(argv=None):
     extra = lambda p: p.add_argument("--mask", nargs="+", default=None,  # noqa: E731
                                      help="mask image(s), white = generate (one per image, cycled)")
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_7_2_inpainting", argv, extra)
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_7_2_inpainting", argv, extra, prompt=1)
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     eps_fn = part_a.eps_fn_for(backbone, prompt, GAMMA)
     C, H, W = backbone.image_shape

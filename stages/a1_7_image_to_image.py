@@ -15,7 +15,7 @@ PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.7
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_7_image_to_image", argv)
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_7_image_to_image", argv, prompt=1)
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     named = part_a.inputs(args, backbone)
     eps_fn = part_a.eps_fn_for(backbone, prompt, GAMMA)

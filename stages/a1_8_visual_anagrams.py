@@ -32,9 +32,8 @@ VIEWS = {   # view name -> the view for square images of a given size (only the 
 def main(argv=None):
     extra = lambda p: p.add_argument("--view", choices=sorted(VIEWS), default="flip",  # noqa: E731
                                      help="the second view (default: flip upside down, the report's)")
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_8_visual_anagrams", argv, extra)
-    if args.prompt is not None and len(args.prompt) != 2:
-        raise ValueError(f"give two prompts: --prompt PROMPT_UPRIGHT PROMPT_VIEWED (got {len(args.prompt)})")
+    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_8_visual_anagrams", argv, extra,
+                                                  image=None, prompt=2)          # --prompt UPRIGHT VIEWED
     pairs = part_a.quick(args, PAIRS[backbone.name]) if args.prompt is None else [tuple(args.prompt)]
     if args.view == "negate" and backbone.name == "mnist":
         raise ValueError("--view negate inverts images in [-1, 1] (DeepFloyd); the MNIST model works in [0, 1], "

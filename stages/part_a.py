@@ -25,8 +25,9 @@ QUICK_ITEMS = 2
 MNIST_CHECKPOINT = Path("b2_4_train_class_conditioned") / "checkpoint.pt"     # under --out
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
-    """common.parser plus the Part A knobs."""
+def parser(doc: str, image: str | int | None = "+", prompt: str | int | None = "+") -> argparse.ArgumentParser:
+    """common.parser plus the Part A knobs. image, prompt: how many --image / --prompt values the stage takes, as
+    argparse's nargs ("+" any number, 1, 2), or None when it takes none (then the option does not exist)."""
     p = common.parser(doc)
     p.add_argument("--backbone", choices=("auto", "deepfloyd", "mnist"), default="auto",
                    help="the pretrained model: DeepFloyd IF or our MNIST model (default: auto)")
@@ -38,9 +39,12 @@ def parser(doc: str) -> argparse.ArgumentParser:
                         "-M-) or local folder (default: %(default)s)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help=f"MNIST backbone weights (default: <--out>/{MNIST_CHECKPOINT})")
-    p.add_argument("--image", type=Path, nargs="+", default=None, help="input image(s) instead of the defaults")
-    p.add_argument("--prompt", nargs="+", default=None,
-                   help="prompt(s) instead of the report's; MNIST: digits '0'..'9', '' = unconditional")
+    p.set_defaults(image=None, prompt=None)
+    if image is not None:
+        p.add_argument("--image", type=Path, nargs=image, help="input image(s) instead of the defaults")
+    if prompt is not None:
+        p.add_argument("--prompt", nargs=prompt,
+                       help="prompt(s) instead of the report's; MNIST: digits '0'..'9', '' = unconditional")
     return p
 
 
@@ -68,10 +72,11 @@ def load_backbone(args: argparse.Namespace, dev: torch.device):
     return MNISTBackbone.from_checkpoint(path, dev)
 
 
-def setup(doc: str, stage: str, argv=None, extra=None):
-    """Parse (`extra(p)` adds stage-only arguments), pick the device, seed, load the backbone:
-    (args, dev, generator, backbone, out_dir)."""
-    p = parser(doc)
+def setup(doc: str, stage: str, argv=None, extra=None, image: str | int | None = "+",
+          prompt: str | int | None = "+"):
+    """Parse (`extra(p)` adds stage-only arguments; image, prompt as in `parser`), pick the device, seed, load the
+    backbone: (args, dev, generator, backbone, out_dir)."""
+    p = parser(doc, image, prompt)
     if extra is not None:
         extra(p)
     args = p.parse_args(argv)

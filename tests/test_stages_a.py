@@ -87,9 +87,20 @@ def test_anagram_stage_jigsaw_and_no_negation_on_mnist(checkpoint, tmp_path):
     assert torch.load(d / "samples.pt", weights_only=True)["images"].shape == (2, 1, 28, 28)
     with pytest.raises(ValueError, match="pick another --view"):        # -x of a [0, 1] digit is no image
         run("a1_8_visual_anagrams", checkpoint, tmp_path, "--view", "negate")
-    for stage in ("a1_8_visual_anagrams", "a1_10_hybrid_images"):            # a third prompt is not dropped
-        with pytest.raises(ValueError, match=r"give two prompts: .* \(got 3\)"):
-            run(stage, checkpoint, tmp_path, "--prompt", "1", "7", "9")
+
+
+@pytest.mark.parametrize("stage, args, message", [
+    ("a1_6_cfg", ["--image", "x.png"], "unrecognized arguments: --image"),       # samples from noise: no image
+    ("a1_1_forward", ["--prompt", "7"], "unrecognized arguments: --prompt"),     # no model call: no prompt
+    ("a1_5_sampling", ["--prompt", "1", "2"], "unrecognized arguments: 2"),      # one prompt for all samples
+    ("a1_4_iterative_denoising", ["--image", "a.png", "b.png"], "unrecognized arguments: b.png"),
+    ("a1_8_visual_anagrams", ["--prompt", "1", "7", "9"], "unrecognized arguments: 9"),   # upright, flipped
+    ("a1_10_hybrid_images", ["--prompt", "0"], "expected 2 arguments"),                  # far, near
+])
+def test_stages_refuse_inputs_they_would_ignore(stage, args, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        importlib.import_module(stage).main(["--backbone", "mnist", *args])
+    assert done.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_sdedit_stage_takes_an_image(checkpoint, tmp_path):
