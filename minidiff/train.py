@@ -104,7 +104,8 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
             convolutions on GPUs with bf16), and torch.compile of the model (a minute of compiling first; on two
             CPU cores D = 16 steps ran 1.2x faster, D = 64 the same, `python -m minidiff.bench train`).
     Returns:
-        {"model", "optimizer", "scheduler", "epoch", "losses" (list of per-step floats), "config", "rng"}.
+        {"model", "optimizer", "scheduler", "epoch", "losses" (list of per-step floats), "config", "rng",
+        "num_images"}.
     Raises:
         FloatingPointError if the loss stops being finite (the last good checkpoint is kept).
     """
@@ -131,6 +132,9 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
         state = load_checkpoint(path)
         if state["config"] != dataclasses.asdict(cfg):
             raise ValueError(f"{path} was trained with another configuration; delete it or choose another --out")
+        if state.get("num_images", len(images)) != len(images):      # (older checkpoints lack it)
+            raise ValueError(f"{path} was trained on {state['num_images']} images, not {len(images)}; "
+                             f"delete it or choose another --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -167,6 +171,7 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
         state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": epoch, "losses": losses, "config": dataclasses.asdict(cfg), "rng": generator.get_state(),
+            "num_images": N,
         }
         if main:
             _atomic_save(state, path)

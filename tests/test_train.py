@@ -52,13 +52,16 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, subset, monke
         assert torch.equal(v, resumed["model"][k]), k
 
 
-def test_finished_run_is_not_retrained_and_other_config_is_refused(tmp_path, subset):
+def test_finished_run_is_not_retrained_and_other_config_or_data_is_refused(tmp_path, subset):
     train(tiny(epochs=1), tmp_path, *subset, progress=False)
     before = (tmp_path / "checkpoint.pt").stat().st_mtime_ns
     train(tiny(epochs=1), tmp_path, *subset, progress=False)
     assert (tmp_path / "checkpoint.pt").stat().st_mtime_ns == before
     with pytest.raises(ValueError, match="another configuration"):
         train(tiny(epochs=1, lr=0.5), tmp_path, *subset, progress=False)
+    x, y = subset
+    with pytest.raises(ValueError, match=f"trained on {len(x)} images, not {len(x) // 2}"):   # e.g. another --images
+        train(tiny(epochs=1), tmp_path, x[:len(x) // 2], y[:len(x) // 2], progress=False)
 
 
 def test_truncated_checkpoint_gives_one_line_error_naming_the_file(tmp_path, subset):
