@@ -37,7 +37,8 @@ EpsFn = Callable[[torch.Tensor, int], "tuple[torch.Tensor, Optional[torch.Tensor
 
 
 def strided_timesteps(start: int = 990, stride: int = 30) -> list[int]:
-    """The report's strided schedule (5A §1.4): [start, start - stride, ..., 0]; 990 by 30 gives 34 timesteps, 33 steps."""
+    """The report's strided schedule (5A §1.4): [start, start - stride, ..., 0]; 990 by 30 gives 34 timesteps,
+    i.e. 33 steps."""
     if start % stride:
         raise ValueError(f"start {start} must be a multiple of stride {stride} so the schedule ends at t = 0")
     return list(range(start, -1, -stride))
@@ -195,8 +196,9 @@ def iterative_denoise(
     """The one sampling loop (report 5A §1.4): x starts at timesteps[i_start] and is denoised to timesteps[-1].
 
     Each step is `reverse_step` [A.3] (step="ddpm") or `ddim_step` with `eta` (step="ddim"; Song et al. 2021).
-    Noise is added on every step but the last (and never by DDIM with eta = 0, which draws none). Pure-noise sampling is i_start = 0 with x ~ N(0, I); SDEdit is
-    i_start > 0 with x the noised image (editing.py); inpainting passes `inpaint=(x_orig, mask)` [A.5].
+    Noise is added on every step but the last (and never by DDIM with eta = 0, which draws none). Pure-noise
+    sampling is i_start = 0 with x ~ N(0, I); SDEdit is i_start > 0 with x the noised image (editing.py);
+    inpainting passes `inpaint=(x_orig, mask)` [A.5].
 
     Args:
         eps_fn: the noise estimator (DESIGN §2).

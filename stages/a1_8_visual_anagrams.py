@@ -3,8 +3,9 @@ upside down. Each step averages the two views' noise estimates (each a CFG estim
 
     eps = ( eps_1(x_t) + flip(eps_2(flip(x_t))) ) / 2          (guidance.anagram; both views in one batch)
 
---view picks another view (rot90/rot180/rot270, mirror, negate (DeepFloyd only), patches: a 4x4 jigsaw). Report pairs: "an oil painting of an
-old man" / "an oil painting of people around a campfire", ...; MNIST: "6" / "9", "1" / "7", "0" / "8".
+--view picks another view (rot90/rot180/rot270, mirror, negate (DeepFloyd only), patches: a 4x4 jigsaw).
+Report pairs: "an oil painting of an old man" / "an oil painting of people around a campfire", ...; MNIST: "6" / "9",
+"1" / "7", "0" / "8".
 Outputs in outputs/a1_8_visual_anagrams/: anagrams.png (per pair, a row as generated and a row through the
 view) and samples.pt (the images as generated, with prompts "a|b").
 """

@@ -67,8 +67,8 @@ def load_backbone(args: argparse.Namespace, dev: torch.device):
         print(f"backbone: mnist (DeepFloyd IF not available: {reason})")
     path = args.checkpoint or Path(args.out) / MNIST_CHECKPOINT
     if not Path(path).is_file():
-        raise FileNotFoundError(f"no MNIST checkpoint at {path}; run `{common.command(MNIST_CHECKPOINT.parent.name, args)}` "
-                                f"first (or pass --checkpoint)")
+        train = common.command(MNIST_CHECKPOINT.parent.name, args)
+        raise FileNotFoundError(f"no MNIST checkpoint at {path}; run `{train}` first (or pass --checkpoint)")
     return MNISTBackbone.from_checkpoint(path, dev)
 
 
