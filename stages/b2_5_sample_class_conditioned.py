@@ -31,10 +31,16 @@ def main(argv=None):
     p.add_argument("--gamma", type=float, default=GAMMA, help="classifier-free guidance scale")
     p.add_argument("--per-digit", type=int, help=f"samples per digit for the metrics (default {EVAL_PER_DIGIT}, "
                                                  f"quick {QUICK_EVAL_PER_DIGIT})")
+    p.add_argument("--epoch", type=int, help="sample only this snapshot (default: each; on a CPU the report "
+                                             "profile's 1000 samples take about 100 minutes a snapshot)")
     args = p.parse_args(argv)
     out = common.stage_dir(args, "b2_5_sample_class_conditioned")
     dev = common.device(args.device)
     snapshots = part_b.snapshots(part_b.default_checkpoint(args, "class"))   # first: fail fast without a model
+    if args.epoch is not None:
+        if args.epoch not in [e for e, _ in snapshots]:
+            raise ValueError(f"no snapshot of epoch {args.epoch}; this run has epochs {[e for e, _ in snapshots]}")
+        snapshots = [(e, path) for e, path in snapshots if e == args.epoch]
     classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
     per_digit = args.per_digit or (QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT)
     metrics = {}

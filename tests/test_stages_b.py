@@ -102,6 +102,13 @@ def test_sampling_a_training_run_that_stopped_early_uses_its_latest_weights(out,
     assert "stopped after epoch 2 of 3" in capsys.readouterr().out
     metrics = json.loads((out / "b2_5_sample_class_conditioned" / "metrics.json").read_text())
     assert list(metrics) == ["epoch1", "epoch2"]
+    # --epoch: one snapshot only (each takes ~100 CPU minutes in the report profile)
+    only = ["--checkpoint", str(run / "checkpoint.pt"), "--per-digit", "1", "--epoch"]
+    assert run_all.run_stage("b2_5_sample_class_conditioned", args, only + ["2"])["status"] == "ok"
+    metrics = json.loads((out / "b2_5_sample_class_conditioned" / "metrics.json").read_text())
+    assert list(metrics) == ["epoch2"] and metrics["epoch2"]["n"] == 10
+    status = run_all.run_stage("b2_5_sample_class_conditioned", args, only + ["7"])["status"]
+    assert status == "error: no snapshot of epoch 7; this run has epochs [1, 2]"
 
 
 def test_run_all_finds_the_figures_of_a_relative_out_from_another_folder(tmp_path, monkeypatch):
