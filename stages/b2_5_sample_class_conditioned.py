@@ -38,9 +38,10 @@ def main(argv=None):
     dev = common.device(args.device)
     snapshots = part_b.snapshots(part_b.default_checkpoint(args, "class"))   # first: fail fast without a model
     if args.epoch is not None:
-        if args.epoch not in [e for e, _ in snapshots]:
-            raise ValueError(f"no snapshot of epoch {args.epoch}; this run has epochs {[e for e, _ in snapshots]}")
-        snapshots = [(e, path) for e, path in snapshots if e == args.epoch]
+        epochs = [e for e, _ in snapshots]
+        if args.epoch not in epochs:
+            raise ValueError(f"no snapshot of epoch {args.epoch}; this run has epochs {epochs}")
+        snapshots = [snapshots[epochs.index(args.epoch)]]
     classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
     per_digit = args.per_digit or (QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT)
     metrics = {}
