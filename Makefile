@@ -25,7 +25,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(BIN)/python -m minidiff.bench all --json outputs/bench.json
+	$(BIN)/python tools/bench.py all --json outputs/bench.json
 
 clean:
 	rm -rf outputs .pytest_cache

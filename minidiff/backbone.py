@@ -3,16 +3,16 @@
 Part A's stages never see a network, only this object. Two implementations:
   - `minidiff.mnist_backbone.MNISTBackbone`: our class-conditioned MNIST UNet from Part B; digits are prompts.
   - the DeepFloyd IF backbone (minidiff/deepfloyd.py, stage I + II, T5 prompts).
+Adding a third is an adapter like these plus one line in the stages' registry (stages/part_a.py).
 
 A backbone is any object with these attributes and methods (structural typing: no base class to inherit):
 
-    name: str                          "mnist" | "deepfloyd" (stages key their per-backbone constants on it)
+    name: str                          its name in the stages' registry (stages/part_a.py BACKBONES), e.g. "mnist",
+                                       "deepfloyd"; stages key their per-backbone defaults on it
     schedule: NoiseSchedule            IF: NoiseSchedule.cosine(1000); MNIST: NoiseSchedule.linear(1e-4, 0.02, 300)
     timesteps: list[int]               the report's strided schedule (§1.4): IF 990, 960, ..., 0 (stride 30, 34
                                        entries); MNIST 290, 280, ..., 0 (stride 10, 30 entries). i_start indexes it.
     image_shape: tuple[int, int, int]  (C, H, W) of the sampled images: IF stage I (3, 64, 64); MNIST (1, 28, 28)
-    threshold: float | None            dynamic-thresholding max value passed to the sampler (IF stage I: 1.5 or None
-                                       for the report's plain sampler; MNIST: None)
 
     model_fn(x_t, t, cond) -> (eps_hat, v_hat)
         x_t (B, C, H, W) float on the model's device, in the model's range; t an int timestep; cond (B, ...) from
@@ -48,7 +48,6 @@ class Backbone(Protocol):
     schedule: NoiseSchedule
     timesteps: list[int]
     image_shape: tuple[int, int, int]
-    threshold: Optional[float]
 
     def model_fn(self, x_t: torch.Tensor, t: int, cond: torch.Tensor
                  ) -> tuple[torch.Tensor, Optional[torch.Tensor]]: ...

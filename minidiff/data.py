@@ -1,4 +1,5 @@
-"""Inputs: MNIST from the bundled IDX files, photos and drawings from disk, and the value-range conversions.
+"""Files in and out: MNIST from the bundled IDX files, photos and drawings from disk, the value-range
+conversions, and the two files every run writes safely: `samples.pt` and atomic checkpoints.
 
 Value ranges: Part B works on MNIST in [0, 1] (as the report does); Part A models see images in [-1, 1].
 `to_signed` / `to_unit` convert between the two.
@@ -6,8 +7,9 @@ Value ranges: Part B works on MNIST in [0, 1] (as the report does); Part A model
 from __future__ import annotations
 
 import gzip
-import warnings
+import os
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -26,30 +28,31 @@ def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         raw = f.read()
     if raw[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path} is not a uint8 IDX file (bad magic number); delete it and rerun to re-download")
+        raise ValueError(f"{path} is not a uint8 IDX file (bad magic number); restore the MNIST files that ship "
+                         f"with minidiff: `git checkout data/MNIST`")
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {data.size}")
+        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {data.size}; restore "
+                         f"the MNIST files that ship with minidiff: `git checkout data/MNIST`")
     return data.reshape(shape)
 
 
 def load_mnist(train: bool = True, root: Path | str = DATA_DIR) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole MNIST split as two tensors (no per-sample Dataset: batches are index slices).
 
-    Reads `<root>/MNIST/raw/*.gz` (shipped in this repo). If they are missing, falls back to
-    torchvision's download into `root` and warns.
+    Reads `<root>/MNIST/raw/*.gz`, the original IDX files shipped in this repo (nothing is downloaded).
     Returns:
         images: (N, 28, 28) uint8 in [0, 255]; N = 60000 (train) or 10000 (test).
         labels: (N,) int64 digits 0..9.
     """
     raw = Path(root) / "MNIST" / "raw"
     image_file, label_file = (raw / name for name in _MNIST_FILES[train])
-    if not (image_file.exists() and label_file.exists()):
-        warnings.warn(f"MNIST files not found under {raw}; downloading them with torchvision", stacklevel=2)
-        from torchvision.datasets import MNIST
-        MNIST(str(root), train=train, download=True)
+    for f in (image_file, label_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"MNIST file {f} is missing: it ships with minidiff, restore it with "
+                                    f"`git checkout data/MNIST`")
     images = torch.from_numpy(_read_idx(image_file).copy())
     labels = torch.from_numpy(_read_idx(label_file).astype(np.int64))
     return images, labels
@@ -111,3 +114,34 @@ def _to_8bit_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img.convert("RGBA"))
     return img.convert("RGB")
+
+
+def atomic_save(obj, path: Path | str) -> Path:
+    """torch.save to a temporary file in the same folder, flushed to disk, then renamed over `path`: a crash at any
+    moment leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def save_samples(path: Path | str, images: torch.Tensor, labels: Optional[torch.Tensor] = None, **extra) -> Path:
+    """Write a stage's samples.pt (DESIGN §4), atomically:
+
+        {"images": (N, C, H, W) float32 in [0, 1] on the CPU, "labels": (N,) int64 (where conditioned), **extra}
+
+    extra: what else the stage records per sample, e.g. prompts=[...] (N strings) or settings=[...].
+    """
+    if images.dim() != 4:
+        raise ValueError(f"samples are (N, C, H, W) images, got shape {tuple(images.shape)}")
+    record = {"images": images.detach().float().cpu().clamp(0, 1)}
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.int64).cpu()
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"samples.pt needs one label per image: {tuple(labels.shape)} labels, {images.shape[0]} images")
+        record["labels"] = labels
+    return atomic_save({**record, **extra}, path)

@@ -71,17 +71,13 @@ class DeepFloydBackbone:
     def __init__(self, source: str | os.PathLike = STAGE1_SOURCE, stage2_source: str | os.PathLike = STAGE2_SOURCE,
                  *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  revision: Optional[str] = None, stage2_revision: Optional[str] = None,
-                 prompt_cache: str | os.PathLike | None = None, threshold: Optional[float] = None,
-                 stage2_steps: int = STAGE2_STEPS, stage2_guidance: float = STAGE2_GUIDANCE,
-                 t5_device: str | torch.device | None = None, t5_dtype: torch.dtype = torch.bfloat16,
+                 prompt_cache: str | os.PathLike | None = None, t5_dtype: torch.dtype = torch.bfloat16,
                  one_unet_at_a_time: bool = True):
         self.source, self.stage2_source = str(source), str(stage2_source)
         self.revision, self.stage2_revision = revision, stage2_revision
         self.device, self.dtype = torch.device(device), dtype
         self.prompt_cache = prompt_cache
-        self.threshold = threshold
-        self.stage2_steps, self.stage2_guidance = stage2_steps, stage2_guidance
-        self.t5_device, self.t5_dtype = torch.device(t5_device or device), t5_dtype
+        self.t5_dtype = t5_dtype
         self.one_unet_at_a_time = one_unet_at_a_time
         self.schedule = NoiseSchedule.cosine(1000)               # IF's squaredcos_cap_v2, T = 1000 (DESIGN §5)
         self.timesteps = strided_timesteps(START, STRIDE)       # [990, 960, ..., 0]
@@ -103,10 +99,7 @@ class DeepFloydBackbone:
                 are read and cast as they load.
             revision, stage2_revision: Hub branch, tag or commit (None: main); `revision` is part of the cache key.
             prompt_cache: the prompt-embedding cache file (default: minidiff.prompts.default_cache_path()).
-            threshold: dynamic thresholding of stage I's x0_hat (IF's pipeline: 1.5); None = the report's
-                plain sampler [A.3].
-            stage2_steps, stage2_guidance: upsample's defaults (50 pipeline steps, CFG gamma = 4, IF's own).
-            t5_device, t5_dtype: where T5 runs for uncached prompts (default: device, bfloat16).
+            t5_dtype: what T5 runs in for uncached prompts, on `device` (bfloat16, or float32; never float16).
             one_unet_at_a_time: free each network before loading the next (see the module docstring).
         Raises:
             hub.LoadError (one line, with the fix): gated repo, not logged in, offline and not cached, bad folder.
@@ -169,7 +162,7 @@ class DeepFloydBackbone:
                 prompts, self.source, self.revision, self.prompt_cache):
             self.release()                                                        # never T5 and a UNet together
         cond = encode_prompts(prompts, self.source, revision=self.revision, cache_path=self.prompt_cache,
-                                      dtype=self.t5_dtype, device=self.t5_device)   # (N, 77, d_text) on the CPU
+                              dtype=self.t5_dtype, device=self.device)      # (N, 77, d_text) on the CPU
         if cond.shape[-1] != self.text_dim:
             raise ValueError(f"the prompt embeddings of {self.source} are {cond.shape[-1]} wide but its UNet reads "
                              f"{self.text_dim}: the text_encoder/ and unet/ folders come from different models")
@@ -189,8 +182,8 @@ class DeepFloydBackbone:
         return [(name, self.load_image(data.DATA_DIR / f"{name}.png")) for name in TEST_IMAGES]
 
     @torch.no_grad()
-    def upsample(self, x: torch.Tensor, prompts: Sequence[str], num_inference_steps: Optional[int] = None,
-                 guidance_scale: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def upsample(self, x: torch.Tensor, prompts: Sequence[str], num_inference_steps: int = STAGE2_STEPS,
+                 guidance_scale: float = STAGE2_GUIDANCE, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Stage II super-resolution of stage-I images (IF's super-resolution pipeline):
 
         the stage-I image, bilinearly upsampled and noised to level 250 [A.1] with the image-noising schedule
@@ -201,7 +194,7 @@ class DeepFloydBackbone:
         Args:
             x: (B, 3, h, w) stage-I images in [-1, 1] (clamped to it first).
             prompts: B prompts, one per image.
-            num_inference_steps, guidance_scale: default self.stage2_steps (50), self.stage2_guidance (4).
+            num_inference_steps, guidance_scale: the pipeline's 50 steps and CFG gamma = 4 by default.
             generator: seeds the noise (on x's device); None uses the global RNG.
         Returns:
             (B, 3, H, W) in [-1, 1], x's dtype and device; H = W = stage II's sample_size (256 for IF-II).
@@ -221,10 +214,9 @@ class DeepFloydBackbone:
                        level.repeat(k)).to(x_t.dtype)                            # (kB, 6, S, S)
             return out[:, :3], out[:, 3:6]
 
-        gamma = self.stage2_guidance if guidance_scale is None else guidance_scale
-        eps_fn = guidance.cfg(model_fn, cond, uncond, gamma)
+        eps_fn = guidance.cfg(model_fn, cond, uncond, guidance_scale)
         x_T = torch.randn((B, 3, S, S), generator=generator, device=x.device, dtype=x.dtype)
-        y = iterative_denoise(eps_fn, self.schedule, x_T, pipeline_timesteps(num_inference_steps or self.stage2_steps),
+        y = iterative_denoise(eps_fn, self.schedule, x_T, pipeline_timesteps(num_inference_steps),
                               generator=generator, threshold=STAGE2_THRESHOLD)
         if self.one_unet_at_a_time:
             self.release()
@@ -235,19 +227,6 @@ class DeepFloydBackbone:
 # Is IF usable here without downloading anything? (for `--backbone auto`: looks at files only, loads nothing)
 # ---------------------------------------------------------------------------------------------------------------
 
-def _has(source: str, revision: Optional[str], subfolder: str, names: Sequence[str]) -> bool:
-    """Whether one of subfolder/names is in the local folder, or already in the Hugging Face cache (no network)."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    folder = Path(source).expanduser()
-    if folder.is_dir():
-        return any((folder / subfolder / n).is_file() for n in names)
-    if source.startswith(("/", ".", "~")) or source.count("/") != 1:
-        return False
-    return any(isinstance(try_to_load_from_cache(source, f"{subfolder}/{n}", cache_dir=constants.HF_HUB_CACHE,
-                                                 revision=revision), str) for n in names)
-
-
 def unavailable_reason(source: str = STAGE1_SOURCE, stage2_source: str = STAGE2_SOURCE,
                        revision: Optional[str] = None, stage2_revision: Optional[str] = None,
                        needed_prompts: Sequence[str] = REPORT_PROMPTS,
@@ -256,16 +235,16 @@ def unavailable_reason(source: str = STAGE1_SOURCE, stage2_source: str = STAGE2_
     Hub cache, and `needed_prompts` are in the prompt cache or T5 is there too. Otherwise a one-line reason
     with the fix. Cheap: reads no weights and never touches the network."""
     for what, src, rev in (("stage I", str(source), revision), ("stage II", str(stage2_source), stage2_revision)):
-        if not (_has(src, rev, "unet", ["config.json"]) and _has(src, rev, "unet", UNET_WEIGHTS)):
+        if not (hub.is_available(src, "unet", ["config.json"], rev) and hub.is_available(src, "unet", UNET_WEIGHTS, rev)):
             return (f"{what} weights {src} are not downloaded (accept the license on "
                     f"{hub.IF_LICENSE_CARD}, log in with `hf auth login`, then run with --backbone deepfloyd)")
     try:
         missing = missing_prompts(list(needed_prompts), str(source), revision, cache_path)
     except PromptCacheError as e:
         return str(e)
-    t5_there = (_has(str(source), revision, "text_encoder", ["config.json"])
-                and _has(str(source), revision, "text_encoder", T5_WEIGHTS)
-                and _has(str(source), revision, "tokenizer", ["spiece.model"]))
+    t5_there = (hub.is_available(source, "text_encoder", ["config.json"], revision)
+                and hub.is_available(source, "text_encoder", T5_WEIGHTS, revision)
+                and hub.is_available(source, "tokenizer", ["spiece.model"], revision))
     if missing and not t5_there:
         return (f"{len(missing)} prompt embedding(s) (e.g. {missing[0]!r}) are not cached and T5 is not downloaded "
                 f"(run `python -m minidiff.prompts` where the weights are)")

@@ -81,7 +81,8 @@ def barrier() -> None:
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """With several processes: global-batch BatchNorm (in place, same parameters) and DistributedDataParallel.
-    With one process: the model itself. Save `unwrap(model).state_dict()`: its keys are the plain model's."""
+    With one process: the model itself. The wrapper shares the model's parameters: save the model's own
+    state_dict(), whose keys are the plain model's."""
     if world_size() == 1:
         return model
     if device.type == "cuda":
@@ -89,10 +90,6 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     else:
         _to_global_batchnorm(model)
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):

@@ -30,7 +30,6 @@ def sdedit(
     i_start: int,
     generator: Optional[torch.Generator] = None,
     callback: Optional[Callable] = None,
-    threshold: Optional[float] = None,
 ) -> torch.Tensor:
     """SDEdit (§1.7; Meng et al. 2021): x_t = [A.1](x_orig, timesteps[i_start], eps), then the loop from i_start.
 
@@ -50,7 +49,7 @@ def sdedit(
     if i_start == len(timesteps) - 1:
         return x_t
     return iterative_denoise(eps_fn, schedule, x_t, timesteps, i_start=i_start, generator=generator,
-                             callback=callback, threshold=threshold)
+                             callback=callback)
 
 
 def inpaint(
@@ -61,7 +60,6 @@ def inpaint(
     timesteps: list[int],
     generator: Optional[torch.Generator] = None,
     callback: Optional[Callable] = None,
-    threshold: Optional[float] = None,
 ) -> torch.Tensor:
     """Inpainting [A.5] (§1.7.2; Lugmayr et al. 2022): pure noise, then after every step
     x_t <- m * x_t + (1 - m) * forward(x_orig, t); the last step pastes the clean original.
@@ -75,5 +73,5 @@ def inpaint(
         raise ValueError(f"the mask is {tuple(mask.shape[-2:])} but the image is {tuple(x_orig.shape[-2:])}")
     x = torch.randn(x_orig.shape, generator=generator, device=x_orig.device, dtype=x_orig.dtype)
     mask = mask.to(device=x_orig.device, dtype=x_orig.dtype)
-    return iterative_denoise(eps_fn, schedule, x, timesteps, generator=generator, callback=callback,
-                             inpaint=(x_orig, mask), threshold=threshold)
+    return iterative_denoise(eps_fn, schedule, x, timesteps, generator=generator, inpaint=(x_orig, mask),
+                             callback=callback)

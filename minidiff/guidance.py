@@ -154,6 +154,25 @@ def patch_permute(patch: int, seed: int = 0) -> View:
     return View(f"patches{patch}", lambda x: shuffle(x, False), lambda x: shuffle(x, True))
 
 
+PATCH_GRID = 4        # the jigsaw view cuts a square image into 4 x 4 patches (7 px on MNIST, 16 px on IF stage I)
+VIEWS: dict[str, Callable[[int], View]] = {   # --view name -> the view for square images of a given side
+    "flip": lambda size: flip_vertical(),
+    "mirror": lambda size: flip_horizontal(),
+    "rot90": lambda size: rotate(90),
+    "rot180": lambda size: rotate(180),
+    "rot270": lambda size: rotate(270),
+    "negate": lambda size: negate(),
+    "patches": lambda size: patch_permute(size // PATCH_GRID),
+}
+
+
+def view(name: str, size: int) -> View:
+    """The view called `name` (a key of VIEWS) for square images of side `size` (only the jigsaw depends on it)."""
+    if name not in VIEWS:
+        raise ValueError(f"no view {name!r}: choose one of {', '.join(VIEWS)}")
+    return VIEWS[name](size)
+
+
 def anagram(model_fn: CondEpsFn, conds: Sequence[torch.Tensor], views: Sequence[View],
             uncond: Optional[torch.Tensor] = None, gamma: Optional[float] = None):
     """Visual anagrams (§1.8; Geng et al. 2024): one image that shows prompt i when seen through view i.

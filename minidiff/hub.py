@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
-from huggingface_hub import constants, get_token, hf_hub_download
-from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                   RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub import constants, get_token, hf_hub_download, try_to_load_from_cache
+from huggingface_hub.utils import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
+                                   LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
@@ -136,6 +136,24 @@ class _Source:
             raise LoadError(f"{path} is not a safetensors index ({type(e).__name__}: {e}): "
                             "delete it and download it again") from None
         return [self.require(subfolder, [shard]) for shard in shards]
+
+
+def is_available(source: str | os.PathLike, subfolder: str, candidates: list[str],
+                 revision: str | None = None) -> bool:
+    """Whether one of subfolder/candidates is here without downloading anything: in the local folder `source`, or
+    in the Hugging Face cache for the repo id `source` (the same folder-or-repo-id rule as every loader here).
+    Reads no weights and never touches the network: `--backbone auto` asks it before choosing."""
+    try:
+        files = _Source(source, revision)
+    except LoadError:                       # a path-like source that is no folder
+        return False
+    if files.folder is not None:
+        return any((files.folder / subfolder / name).is_file() for name in candidates)
+    try:
+        return any(isinstance(try_to_load_from_cache(files.name, f"{subfolder}/{name}", revision=revision,
+                                                     cache_dir=constants.HF_HUB_CACHE), str) for name in candidates)
+    except HFValidationError:               # not a valid repo id either
+        return False
 
 
 # ----------------------------------------------------------------------------------------------------------

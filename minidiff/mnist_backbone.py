@@ -1,46 +1,16 @@
-"""Our trained MNIST UNets seen as noise estimators (DESIGN §2), so every sampler also runs on them.
+"""Our class-conditioned MNIST model (Part B, report 5B §2.4) as a Part A backbone (minidiff/backbone.py), so every
+§1.x experiment also runs where DeepFloyd IF cannot: digits play the prompts.
 
-Part B's DDPMs were trained on digits in [0, 1] with the linear schedule (T = 300) and see the timestep as
-t / T. The class-conditioned one takes a one-hot digit; the all-zero vector is "no class", the role the empty
-prompt plays for DeepFloyd IF (report 5B §2.4).
+The model was trained on digits in [0, 1] with Part B's linear schedule (T = 300; minidiff/ddpm.py). The all-zero
+class vector is "no class", the role the empty prompt plays for DeepFloyd IF.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from . import data, ddpm
 from .mnist_unet import MNISTUNet
-from .schedule import NoiseSchedule
-
-NUM_STEPS, BETA_START, BETA_END = 300, 1e-4, 0.02   # report 5B §2.1
-
-
-def schedule() -> NoiseSchedule:
-    return NoiseSchedule.linear(BETA_START, BETA_END, NUM_STEPS)
-
-
-def one_hot(digits: torch.Tensor | list[int], num_classes: int = 10, device=None) -> torch.Tensor:
-    """(B,) digits -> (B, num_classes) float one-hot; a digit of -1 gives the all-zero "no class" vector."""
-    digits = torch.as_tensor(digits, device=device).long()
-    return F.one_hot(digits.clamp(min=0), num_classes).float() * (digits >= 0).float().unsqueeze(1)
-
-
-def model_fn(model: MNISTUNet):
-    """The conditional estimator model_fn(x_t, t, cond) -> (eps_hat, None) of a time- or class-conditioned UNet.
-    cond: (B, 10) one-hot (ignored by a time-only model, pass None then)."""
-    T = NUM_STEPS
-
-    def fn(x_t: torch.Tensor, t: int, cond: torch.Tensor | None = None):
-        t_frac = torch.full((x_t.shape[0],), t / T, device=x_t.device, dtype=x_t.dtype)   # (B,)
-        if model.config.conditioning == "class":
-            return model(x_t, t_frac, cond.to(x_t.dtype)), None
-        return model(x_t, t_frac), None
-    return fn
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The Part A backbone (minidiff/backbone.py): every §1.x experiment on the class-conditioned MNIST model.
-# ---------------------------------------------------------------------------------------------------------------
+from .train import load_model
 
 START, STRIDE = 290, 10          # the report strides 990..0 by 30 of T = 1000 (§1.4); we stride 290..0 by 10 of 300
 TEST_DIGITS = (3, 2, 1, 18, 4, 8, 11, 0, 61, 7)   # MNIST test-set indices of one 0, 1, ..., 9 (labels checked)
@@ -55,16 +25,15 @@ class MNISTBackbone:
 
     name = "mnist"
     image_shape = (1, 28, 28)
-    threshold = None
 
     def __init__(self, model: MNISTUNet):
-        if model.config.conditioning != "class":
-            raise ValueError(f"the MNIST backbone needs the class-conditioned model, got a "
-                             f"{model.config.conditioning!r}-conditioned one (train it with b2_4)")
+        if model.config.kind != "class":
+            raise ValueError(f"the MNIST backbone needs the class-conditioned model, got the {model.config.kind!r} "
+                             f"one (train it with b2_4)")
         self.model = model.eval()
-        self.schedule = schedule()
+        self.schedule = ddpm.SCHEDULE
         self.timesteps = list(range(START, -1, -STRIDE))                             # [290, 280, ..., 0]
-        self._fn = model_fn(model)
+        self._fn = ddpm.estimator(model)
 
     @property
     def device(self) -> torch.device:
@@ -72,7 +41,6 @@ class MNISTBackbone:
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu") -> "MNISTBackbone":
-        from .train import load_model
         return cls(load_model(path, device))
 
     @torch.no_grad()
@@ -88,20 +56,18 @@ class MNISTBackbone:
             if p != "" and not (len(p) == 1 and p.isdigit()):
                 raise ValueError(f"the MNIST backbone's prompts are the digits '0'..'9' or '' (unconditional), got {p!r}")
             digits.append(int(p) if p else -1)
-        return one_hot(digits, device=self.device)
+        return ddpm.one_hot(digits, device=self.device)
 
     def load_image(self, path) -> torch.Tensor:
         """A drawing or photo as a (1, 1, 28, 28) grayscale image in [0, 1] (MNIST draws white on black)."""
-        from .data import load_image
-        return load_image(path, 28, channels=1).to(self.device)
+        return data.load_image(path, 28, channels=1).to(self.device)
 
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
         return x.clamp(0.0, 1.0)
 
     def test_images(self) -> list[tuple[str, torch.Tensor]]:
         """Three fixed test-set digits (a 7, a 2 and a 3), each (1, 1, 28, 28) in [0, 1]."""
-        from .data import load_mnist
-        images, labels = load_mnist(train=False)
+        images, labels = data.load_mnist(train=False)
         picks = [TEST_DIGITS[d] for d in (7, 2, 3)]
         return [(f"test digit {int(labels[i])}", images[i].float().div(255.0).view(1, 1, 28, 28).to(self.device))
                 for i in picks]

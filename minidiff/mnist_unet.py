@@ -11,10 +11,10 @@
       UpBlock(2D -> D)(cat[x1, u1])           u2  (B, D, 28, 28)
       Conv2d(D -> 1)(ConvBlock(2D -> D)(cat[x0, u2]))   out (B, 1, 28, 28)
 
-Variants (report 5B §1.1, §2.1, §2.4):
-  "none"  : a single-step denoiser D(z) ~ x,
-  "time"  : eps_theta(x_t, t) with t1, t2 = FCBlock(t / T), injected additively,
-  "class" : eps_theta(x_t, t, c) with c a one-hot vector (all zeros = unconditional), c1, c2 = FCBlock(c) scaling.
+Variants (report 5B §1.1, §2.1, §2.4), named as minidiff.train names the models:
+  "denoiser" : the single-step denoiser D(z) ~ x, no conditioning,
+  "time"     : eps_theta(x_t, t) with t1, t2 = FCBlock(t / T), injected additively,
+  "class"    : eps_theta(x_t, t, c) with c a one-hot vector (all zeros = unconditional), c1, c2 = FCBlock(c) scaling.
 """
 from __future__ import annotations
 
@@ -30,12 +30,12 @@ class MNISTUNetConfig:
     """Defaults are the report's time-conditioned model; the single-step denoiser uses num_hiddens = 128."""
 
     num_hiddens: int = 64          # D
-    conditioning: str = "time"     # "none" | "time" | "class"
+    kind: str = "time"             # "denoiser" | "time" | "class"
     num_classes: int = 10
 
     def __post_init__(self):
-        if self.conditioning not in ("none", "time", "class"):
-            raise ValueError(f"conditioning must be 'none', 'time' or 'class', got {self.conditioning!r}")
+        if self.kind not in ("denoiser", "time", "class"):
+            raise ValueError(f"kind must be 'denoiser', 'time' or 'class', got {self.kind!r}")
 
 
 def _conv_bn_gelu(conv: nn.Module, out_channels: int) -> nn.Sequential:
@@ -83,9 +83,9 @@ class MNISTUNet(nn.Module):
         self.up1 = UpBlock(4 * D, D)
         self.up2 = UpBlock(2 * D, D)
         self.out = nn.Sequential(ConvBlock(2 * D, D), nn.Conv2d(D, 1, 3, 1, 1))
-        if config.conditioning in ("time", "class"):
+        if config.kind in ("time", "class"):
             self.t_emb1, self.t_emb2 = FCBlock(1, 2 * D), FCBlock(1, D)
-        if config.conditioning == "class":
+        if config.kind == "class":
             self.c_emb1, self.c_emb2 = FCBlock(config.num_classes, 2 * D), FCBlock(config.num_classes, D)
 
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, c: Optional[torch.Tensor] = None):
@@ -95,17 +95,17 @@ class MNISTUNet(nn.Module):
             t: (B,) float, the timestep normalized to [0, 1] (t / T); "time" and "class" variants.
             c: (B, num_classes) float one-hot class, all zeros for "no class"; "class" variant.
         Returns:
-            (B, 1, 28, 28): the clean-digit estimate ("none") or the noise estimate eps_hat.
+            (B, 1, 28, 28): the clean-digit estimate (denoiser) or the noise estimate eps_hat.
         """
-        kind = self.config.conditioning
-        if (t is None) != (kind == "none") or (c is None) != (kind != "class"):
-            raise ValueError(f"a {kind!r}-conditioned UNet takes "
-                             + {"none": "x only", "time": "(x, t)", "class": "(x, t, c)"}[kind])
+        kind = self.config.kind
+        if (t is None) != (kind == "denoiser") or (c is None) != (kind != "class"):
+            raise ValueError(f"the {kind!r} UNet takes "
+                             + {"denoiser": "x only", "time": "(x, t)", "class": "(x, t, c)"}[kind])
         x0 = self.down0(x)                                    # (B, D, 28, 28)
         x1 = self.down1(x0)                                   # (B, D, 14, 14)
         x2 = self.down2(x1)                                   # (B, 2D, 7, 7)
         u0 = self.unflatten(self.flatten(x2))                 # (B, 2D, 7, 7)
-        if kind != "none":
+        if kind != "denoiser":
             t = t.to(x.dtype).view(-1, 1)                     # (B, 1)
             t1 = self.t_emb1(t)[:, :, None, None]             # (B, 2D, 1, 1)
             t2 = self.t_emb2(t)[:, :, None, None]             # (B, D, 1, 1)

@@ -5,23 +5,28 @@ estimator (DESIGN §2):
 
     eps_fn(x_t, t) -> (eps_hat, v_hat)     x_t (B, C, H, W), t an int, v_hat None or IF's variance channels
 
-Strided sampling (report 5A §1.4; Song et al. 2021 use the same trick for DDIM) skips timesteps: from t to an
-earlier t' the DDPM posterior mean becomes [A.3]
+Each step of the loop estimates the noise, turns it into an estimate of the clean image (x0_hat, [A.1] solved
+for x0; Ho et al. 2020, eq. 15), and hands both to an update rule: a pure formula of
+(x_t, x0_hat, eps_hat, v_hat, alpha_bar_t, alpha_bar_t') that returns the mean and standard deviation of the
+next sample, x_t' ~ N(mean, sigma^2). Two rules are here:
+
+- `reverse_step`, the report's [A.3] (the default). Strided sampling (report 5A §1.4; Song et al. 2021 use the
+  same trick for DDIM) skips timesteps: from t to an earlier t' the DDPM posterior mean becomes
 
     x_t' = sqrt(alpha_bar_t') beta_t / (1 - alpha_bar_t) * x0_hat
          + sqrt(alpha_t) (1 - alpha_bar_t') / (1 - alpha_bar_t) * x_t          + sigma * z
     with alpha_t = alpha_bar_t / alpha_bar_t',  beta_t = 1 - alpha_t
 
-which, for t' = t - 1, is exactly the posterior mean of Ho et al. 2020 (eq. 7). x0_hat comes from inverting
-[A.1] with the estimated noise (Ho et al. 2020, eq. 15).
-
-The same loop also takes DDIM steps (Song et al. 2021, eq. 12, with sigma_t(eta) of eq. 16; report 5B extension):
+  which, for t' = t - 1, is exactly the posterior mean of Ho et al. 2020 (eq. 7).
+- `ddim_step` (Song et al. 2021, eq. 12, with sigma_t(eta) of eq. 16; a report 5B extension):
 
     x_t' = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t' - sigma^2) eps_hat + sigma * z
     sigma = eta * sqrt((1 - alpha_bar_t') / (1 - alpha_bar_t)) * sqrt(1 - alpha_bar_t / alpha_bar_t')
 
-eta = 0 is deterministic (an ODE-like sampler that works with few steps); eta = 1 with t' = t - 1 has the DDPM
-posterior variance beta_tilde_t.
+  eta = 0 is deterministic (an ODE-like sampler that works with few steps); eta = 1 with t' = t - 1 has the DDPM
+  posterior variance beta_tilde_t. Pass `step=functools.partial(ddim_step, eta=...)` for eta > 0.
+
+A new sampler of this kind is a new function with the same arguments, passed as `step=`.
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ from tqdm.auto import tqdm
 from .schedule import NoiseSchedule
 
 EpsFn = Callable[[torch.Tensor, int], "tuple[torch.Tensor, Optional[torch.Tensor]]"]
+Sigma = Optional["float | torch.Tensor"]     # a step's standard deviation; None = deterministic, no noise
+StepFn = Callable[..., "tuple[torch.Tensor, Sigma]"]
 
 
 def strided_timesteps(start: int = 990, stride: int = 30) -> list[int]:
@@ -75,96 +82,58 @@ def predict_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: int, eps_hat: torc
     return (x_t - math.sqrt(1.0 - a) * eps_hat) / math.sqrt(a)
 
 
-def reverse_step(
-    schedule: NoiseSchedule,
-    x_t: torch.Tensor,
-    t: int,
-    t_prev: int,
-    eps_hat: torch.Tensor,
-    v_hat: Optional[torch.Tensor] = None,
-    noise: Optional[torch.Tensor] = None,
-    threshold: Optional[float] = None,
-) -> torch.Tensor:
-    """One step of the reverse process from t to t_prev < t: the mean [A.3], plus sigma * noise when noise is given.
+def reverse_step(x_t: torch.Tensor, x0_hat: torch.Tensor, eps_hat: torch.Tensor, v_hat: Optional[torch.Tensor],
+                 alpha_bar: float, alpha_bar_prev: float) -> tuple[torch.Tensor, Sigma]:
+    """One step of the reverse process from t to t' < t: the mean [A.3] and the standard deviation sigma, so that
+    x_t' = mean + sigma * z with z ~ N(0, I) (the loop draws z).
 
-    The variance (only used when `noise` is given):
+    The variance:
       - v_hat given: IF's learned range (Nichol & Dhariwal 2021, eq. 15), interpolating in log space between
         beta_t and the posterior variance beta_tilde_t = (1 - alpha_bar_t') / (1 - alpha_bar_t) * beta_t:
         log sigma^2 = frac * log beta_t + (1 - frac) * log beta_tilde_t,  frac = (v_hat + 1) / 2.
       - v_hat None: the fixed sigma^2 = beta_t of Ho et al. 2020 (Algorithm 2), Part B's choice.
 
     Args:
-        x_t: (B, C, H, W) current sample.
-        t, t_prev: int timesteps, -1 <= t_prev < t.
-        eps_hat: (B, C, H, W) estimated noise.
+        x_t, x0_hat: (B, C, H, W) the current sample and the clean image estimated from it.
+        eps_hat: (B, C, H, W) the estimated noise (the posterior mean needs only x0_hat; DDIM uses it).
         v_hat: (B, C, H, W) in [-1, 1], IF's variance channels, or None.
-        noise: (B, C, H, W) standard normal noise to add, or None for the mean alone.
-        threshold: if set, dynamic thresholding of x0_hat with this max value (IF stage I: 1.5).
+        alpha_bar, alpha_bar_prev: alpha_bar_t and alpha_bar_t' (Python floats; 1.0 for t' = -1, the clean image).
     Returns:
-        x_t_prev: (B, C, H, W), same dtype and device as x_t.
+        mean: (B, C, H, W), x_t's dtype and device; sigma: a float, or a (B, C, H, W) tensor with v_hat.
     """
-    if not t_prev < t:
-        raise ValueError(f"reverse_step goes backwards in time: got t={t}, t_prev={t_prev}")
-    alpha_bar, alpha_bar_prev = schedule.alpha_bar_at(t), schedule.alpha_bar_at(t_prev)
     alpha = alpha_bar / alpha_bar_prev
     beta = 1.0 - alpha
-
-    x0_hat = predict_x0(schedule, x_t, t, eps_hat)
-    if threshold is not None:
-        x0_hat = dynamic_threshold(x0_hat, threshold)
     # [A.3]: the Gaussian posterior q(x_t' | x_t, x0) evaluated at x0 = x0_hat.
     mean = (math.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar)) * x0_hat \
         + (math.sqrt(alpha) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)) * x_t
-    if noise is None:
-        return mean
-
-    beta_tilde = max((1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * beta, 1e-20)
     if v_hat is None:
-        return mean + math.sqrt(beta) * noise
+        return mean, math.sqrt(beta)
+    beta_tilde = max((1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * beta, 1e-20)
     frac = (v_hat + 1.0) / 2.0                                                   # (B, C, H, W)
     log_var = frac * math.log(beta) + (1.0 - frac) * math.log(beta_tilde)
-    return mean + torch.exp(0.5 * log_var) * noise
+    return mean, torch.exp(0.5 * log_var)
 
 
-def ddim_sigma(schedule: NoiseSchedule, t: int, t_prev: int, eta: float) -> float:
+def ddim_sigma(alpha_bar: float, alpha_bar_prev: float, eta: float) -> float:
     """sigma_t(eta) = eta sqrt((1 - alpha_bar_t') / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_t')
     (Song et al. 2021, eq. 16). eta = 1 gives sqrt(beta_tilde_t), the DDPM posterior standard deviation."""
-    alpha_bar, alpha_bar_prev = schedule.alpha_bar_at(t), schedule.alpha_bar_at(t_prev)
     return eta * math.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * max(1.0 - alpha_bar / alpha_bar_prev, 0.0))
 
 
-def ddim_step(
-    schedule: NoiseSchedule,
-    x_t: torch.Tensor,
-    t: int,
-    t_prev: int,
-    eps_hat: torch.Tensor,
-    eta: float = 0.0,
-    noise: Optional[torch.Tensor] = None,
-    threshold: Optional[float] = None,
-) -> torch.Tensor:
-    """One DDIM step from t to t_prev < t (Song et al. 2021, eq. 12):
+def ddim_step(x_t: torch.Tensor, x0_hat: torch.Tensor, eps_hat: torch.Tensor, v_hat: Optional[torch.Tensor],
+              alpha_bar: float, alpha_bar_prev: float, eta: float = 0.0) -> tuple[torch.Tensor, Sigma]:
+    """One DDIM step from t to t' < t, any stride (Song et al. 2021, eq. 12):
 
-        x_t' = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t' - sigma^2) eps_hat + sigma * noise
+        x_t' = sqrt(alpha_bar_t') x0_hat + sqrt(1 - alpha_bar_t' - sigma^2) eps_hat + sigma * z
 
-    with sigma = ddim_sigma(t, t_prev, eta) (eq. 16); the last term only when noise is given.
-    Args:
-        x_t, eps_hat: (B, C, H, W); t, t_prev: int timesteps, -1 <= t_prev < t (any stride).
-        eta: 0 = deterministic DDIM, 1 = DDPM-like variance; noise: (B, C, H, W) standard normal or None.
-        threshold: dynamic thresholding of x0_hat (as in reverse_step); eps_hat itself is not re-derived.
-    Returns:
-        x_t_prev: (B, C, H, W), same dtype and device as x_t.
+    with sigma = ddim_sigma(alpha_bar_t, alpha_bar_t', eta) (eq. 16). IF's v_hat plays no part.
+    Args and returns as reverse_step; eta: 0 = deterministic DDIM (sigma None: the loop draws no noise),
+    1 = DDPM-like variance.
     """
-    if not t_prev < t:
-        raise ValueError(f"ddim_step goes backwards in time: got t={t}, t_prev={t_prev}")
-    alpha_bar_prev = schedule.alpha_bar_at(t_prev)
-    sigma = ddim_sigma(schedule, t, t_prev, eta)
-    x0_hat = predict_x0(schedule, x_t, t, eps_hat)
-    if threshold is not None:
-        x0_hat = dynamic_threshold(x0_hat, threshold)
-    # eq. 12: the predicted x0, the "direction pointing to x_t", and fresh noise
-    x = math.sqrt(alpha_bar_prev) * x0_hat + math.sqrt(max(1.0 - alpha_bar_prev - sigma ** 2, 0.0)) * eps_hat
-    return x if noise is None or sigma == 0.0 else x + sigma * noise
+    sigma = ddim_sigma(alpha_bar, alpha_bar_prev, eta)
+    # eq. 12: the predicted x0, then the "direction pointing to x_t"
+    mean = math.sqrt(alpha_bar_prev) * x0_hat + math.sqrt(max(1.0 - alpha_bar_prev - sigma ** 2, 0.0)) * eps_hat
+    return mean, (None if sigma == 0.0 else sigma)
 
 
 def inpaint_projection(
@@ -186,17 +155,16 @@ def iterative_denoise(
     x: torch.Tensor,
     timesteps: list[int],
     i_start: int = 0,
+    step: StepFn = reverse_step,
     generator: Optional[torch.Generator] = None,
-    callback: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]] = None,
-    inpaint: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     threshold: Optional[float] = None,
-    step: str = "ddpm",
-    eta: float = 0.0,
+    inpaint: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    callback: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]] = None,
+    progress: bool = False,
 ) -> torch.Tensor:
     """The one sampling loop (report 5A §1.4): x starts at timesteps[i_start] and is denoised to timesteps[-1].
 
-    Each step is `reverse_step` [A.3] (step="ddpm") or `ddim_step` with `eta` (step="ddim"; Song et al. 2021).
-    Noise is added on every step but the last (and never by DDIM with eta = 0, which draws none). Pure-noise
+    Noise is added on every step but the last, and never by a deterministic step (DDIM with eta = 0). Pure-noise
     sampling is i_start = 0 with x ~ N(0, I); SDEdit is i_start > 0 with x the noised image (editing.py);
     inpainting passes `inpaint=(x_orig, mask)` [A.5].
 
@@ -204,41 +172,42 @@ def iterative_denoise(
         eps_fn: the noise estimator (DESIGN §2).
         x: (B, C, H, W) the sample at timesteps[i_start].
         timesteps: decreasing ints, e.g. strided_timesteps() or ddpm_timesteps(T).
+        step: the update rule, reverse_step [A.3] (the report's) or ddim_step.
         generator: seeds the noise; must live on x's device.
-        callback: called as callback(i, t_prev, x_t_prev, x0_hat) after every step (for figures and GIFs).
-        inpaint: (x_orig (1 or B, C, H, W), mask (.., 1 or C, H, W)), mask 1 = generate.
         threshold: dynamic thresholding max value for x0_hat, or None (the report's default).
-        step: "ddpm" (the report's sampler) or "ddim"; eta: DDIM's noise scale (eq. 16), 0 = deterministic.
+        inpaint: (x_orig (1 or B, C, H, W), mask (.., 1 or C, H, W)), mask 1 = generate.
+        callback: called as callback(i, t_prev, x_t_prev, x0_hat) after every step (for figures and GIFs).
+        progress: show a progress bar of the steps in a terminal (silent when stderr is a file or pipe).
     Returns:
         (B, C, H, W) the sample at timesteps[-1].
-
-    In a terminal a progress bar counts the steps (the report's 300-step MNIST sampling of 1000 digits takes over an
-    hour on a CPU); it stays silent when stderr is a file or pipe, as under pytest.
     """
     if not 0 <= i_start < len(timesteps) - 1:
         raise ValueError(f"i_start must be in [0, {len(timesteps) - 2}], got {i_start}")
-    if step not in ("ddpm", "ddim"):
-        raise ValueError(f"step must be 'ddpm' or 'ddim', got {step!r}")
-    draws_noise = step == "ddpm" or eta != 0.0
+    if not callable(step):
+        raise TypeError(f"step must be an update rule such as reverse_step or ddim_step, got {step!r}")
+    if any(t_prev >= t for t, t_prev in zip(timesteps, timesteps[1:])):
+        raise ValueError(f"the loop goes backwards in time: timesteps must decrease, got {timesteps}")
     last = len(timesteps) - 2
-    for i in tqdm(range(i_start, last + 1), desc="denoising", unit="step", leave=False, disable=None):
+
+    def randn() -> torch.Tensor:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    for i in tqdm(range(i_start, last + 1), desc="denoising", unit="step", leave=False,
+                  disable=None if progress else True):
         t, t_prev = timesteps[i], timesteps[i + 1]
+        # 1. estimate the noise in x_t (one batched model call, whatever the combinator)
         eps_hat, v_hat = eps_fn(x, t)
-        noise = None if i == last or not draws_noise else torch.randn(
-            x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x0_hat = None
-        if callback is not None:                  # the x0_hat the step uses (thresholded when it is)
-            x0_hat = predict_x0(schedule, x, t, eps_hat)
-            x0_hat = x0_hat if threshold is None else dynamic_threshold(x0_hat, threshold)
-        if step == "ddpm":
-            x = reverse_step(schedule, x, t, t_prev, eps_hat, v_hat, noise, threshold)
-        else:                                     # IF's v_hat plays no part in DDIM
-            x = ddim_step(schedule, x, t, t_prev, eps_hat, eta, noise, threshold)
+        # 2. the clean image it implies: [A.1] solved for x0 (report §1.3), thresholded if asked
+        x0_hat = predict_x0(schedule, x, t, eps_hat)
+        if threshold is not None:
+            x0_hat = dynamic_threshold(x0_hat, threshold)
+        # 3. one step to t' (x_t' ~ N(mean, sigma^2)); the last step adds no noise
+        mean, sigma = step(x, x0_hat, eps_hat, v_hat, schedule.alpha_bar_at(t), schedule.alpha_bar_at(t_prev))
+        x = mean if i == last or sigma is None else mean + sigma * randn()
+        # 4. inpainting [A.5]: the pixels to keep are the original, noised to t'
         if inpaint is not None:
             x_orig, mask = inpaint
-            keep_noise = None if i == last else torch.randn(
-                x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = inpaint_projection(schedule, x, t_prev, x_orig, mask, keep_noise)
+            x = inpaint_projection(schedule, x, t_prev, x_orig, mask, None if i == last else randn())
         if callback is not None:
             callback(i, t_prev, x, x0_hat)
     return x

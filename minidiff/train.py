@@ -3,12 +3,13 @@
 One loop serves the three models; what differs is the loss on a batch of clean digits x0 in [0, 1]:
 
   denoiser  z = x0 + sigma * eps,                 L = || D_theta(z) - x0 ||^2            (report 5B eq. B.2)
-  time      x_t = sqrt(ab_t) x0 + sqrt(1-ab_t) eps, L = || eps_theta(x_t, t/T) - eps ||^2  (Ho et al. 2020, Alg. 1)
-  class     as time, with a one-hot c zeroed with probability p_uncond (Ho & Salimans 2022, Alg. 1)
+  time      x_t = sqrt(ab_t) x0 + sqrt(1-ab_t) eps, L = || eps_theta(x_t, t/T) - eps ||^2  (ddpm.loss: Ho et al. 2020,
+  class     as time, with a one-hot c zeroed with probability p_uncond           Alg. 1; Ho & Salimans 2022, Alg. 1)
 
 Work is never lost: after every epoch `checkpoint.pt` (model, optimizer, LR scheduler, RNG state, epoch, loss
 history, config) is written atomically; rerunning the same call resumes after the last completed epoch and
-gives the same result as an uninterrupted run. Snapshots `model_epoch{e}.pt` keep the weights of chosen epochs.
+gives the same result as an uninterrupted run. Snapshots `model_epoch{e}.pt` keep the weights of chosen epochs;
+`training_run(checkpoint)` lists what a run has written so far.
 
 Under torchrun (WORLD_SIZE > 1) the same call trains data-parallel (distributed.py): the global batch, learning
 rate and random draws are the report's, each rank computes its slice of every global batch, and rank 0 alone
@@ -17,18 +18,24 @@ writes checkpoints and shows progress. The result equals one process's up to flo
 from __future__ import annotations
 
 import dataclasses
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import distributed, mnist_backbone
+from . import ddpm, distributed
+from .data import atomic_save
 from .mnist_unet import MNISTUNet, MNISTUNetConfig
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.pt"          # the latest epoch: everything needed to resume
+
+
+def snapshot_name(epoch: int) -> str:
+    """The file that keeps the weights after `epoch`, beside checkpoint.pt."""
+    return f"model_epoch{epoch}.pt"
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,7 @@ class TrainConfig:
         return cls(**{**dict(kind="class"), **kw})
 
     def model_config(self) -> MNISTUNetConfig:
-        return MNISTUNetConfig(num_hiddens=self.num_hiddens,
-                               conditioning={"denoiser": "none"}.get(self.kind, self.kind))
+        return MNISTUNetConfig(num_hiddens=self.num_hiddens, kind=self.kind)
 
 
 def batch_loss(model: MNISTUNet, cfg: TrainConfig, x0: torch.Tensor, y: torch.Tensor,
@@ -80,15 +86,12 @@ def batch_loss(model: MNISTUNet, cfg: TrainConfig, x0: torch.Tensor, y: torch.Te
     eps = torch.randn((B, *x0.shape[1:]), generator=generator, device=dev)[part]      # (b, 1, 28, 28)
     if cfg.kind == "denoiser":
         return F.mse_loss(model(x0 + cfg.sigma * eps), x0)                             # [B.2]
-    schedule = mnist_backbone.schedule()
-    T = schedule.num_steps
-    t = torch.randint(0, T, (B,), generator=generator, device=dev)[part]               # (b,)
-    x_t = schedule.add_noise(x0, t, eps)                                               # [A.1]
+    t = torch.randint(0, ddpm.NUM_STEPS, (B,), generator=generator, device=dev)[part]  # (b,)
     if cfg.kind == "time":
-        return F.mse_loss(model(x_t, t.float() / T), eps)
-    keep = (torch.rand(B, generator=generator, device=dev) >= cfg.p_uncond)[part].float()   # (b,) 0 = dropped
-    c = F.one_hot(y, 10).float() * keep[:, None]                                       # (B, 10)
-    return F.mse_loss(model(x_t, t.float() / T, c), eps)
+        return ddpm.loss(model, x0, t, eps)
+    keep = (torch.rand(B, generator=generator, device=dev) >= cfg.p_uncond)[part]     # (b,) False = dropped
+    c = ddpm.one_hot(torch.where(keep, y, -1))                                         # (b, 10), zeros if dropped
+    return ddpm.loss(model, x0, t, eps, c)
 
 
 def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: torch.Tensor,
@@ -101,8 +104,8 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
         labels: (N,) int64.
         out_dir: where checkpoint.pt and the snapshots live; an existing checkpoint.pt is resumed.
         channels_last, compile: how to run, not what to compute (so not part of cfg): NHWC activations (faster
-            convolutions on GPUs with bf16), and torch.compile of the model (a minute of compiling first; on two
-            CPU cores D = 16 steps ran 1.2x faster, D = 64 the same, `python -m minidiff.bench train`).
+            convolutions on GPUs with bf16), and torch.compile of the model (a minute of compiling first; the
+            README's benchmarks say when either pays).
     Returns:
         {"model", "optimizer", "scheduler", "epoch", "losses" (list of per-step floats), "config", "rng",
         "num_images"}.
@@ -174,10 +177,10 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
             "num_images": N,
         }
         if main:
-            _atomic_save(state, path)
+            atomic_save(state, path)
             if epoch in cfg.snapshot_epochs or epoch == cfg.epochs:
-                _atomic_save({"model": state["model"], "config": state["config"], "epoch": epoch},
-                             out_dir / f"model_epoch{epoch}.pt")
+                atomic_save({"model": state["model"], "config": state["config"], "epoch": epoch},
+                            out_dir / snapshot_name(epoch))
     distributed.barrier()                           # every rank returns after rank 0 wrote the last checkpoint
     return state
 
@@ -186,17 +189,6 @@ def _check_finite(value: float, epoch: int, step: int, path: Path) -> None:
     if value != value or value in (float("inf"), float("-inf")):
         raise FloatingPointError(f"the loss became {value} at epoch {epoch}, step {step}; training stopped and "
                                  f"{path} keeps the last good epoch (try a lower learning rate)")
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, flush to disk, then rename over the target: a crash at any
-    moment leaves either the old file or the new one, never a torn one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path | str) -> dict:
@@ -233,3 +225,30 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> MNISTUNe
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """A training run as its folder holds it: what the sampling stages sample."""
+
+    checkpoint: Path
+    epoch: int                              # epochs done
+    epochs: int                             # epochs asked for
+    weights: list[tuple[int, Path]]         # (epoch, weights file) in training order: the snapshots kept so far,
+                                            # then the latest epoch (checkpoint.pt itself if it has no snapshot)
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch == self.epochs
+
+
+def training_run(checkpoint: Path | str) -> TrainingRun:
+    """The run whose latest epoch `checkpoint` holds. A run that stopped early (Ctrl-C, or still training) has no
+    snapshot of its latest epoch: checkpoint.pt itself holds those weights."""
+    checkpoint = Path(checkpoint)
+    state = load_checkpoint(checkpoint)
+    last, folder = state["epoch"], checkpoint.parent
+    kept = [(e, folder / snapshot_name(e)) for e in sorted(state["config"]["snapshot_epochs"]) if e < last]
+    latest = folder / snapshot_name(last)
+    return TrainingRun(checkpoint, last, state["config"]["epochs"],
+                       kept + [(last, latest if latest.exists() else checkpoint)])

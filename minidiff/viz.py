@@ -80,14 +80,20 @@ def save_grid(images: torch.Tensor, path: Path | str, nrow: int = 8, title: Opti
     return _save(fig, path)
 
 
+def moving_average(values: Sequence[float], window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(centres, means): the mean of each run of `window` consecutive values, placed at the run's centre in 1-based
+    step numbers (steps k+1 .. k+window -> k + (window + 1) / 2), so that it runs through the curve it summarises
+    instead of lagging behind it."""
+    means = np.convolve(np.asarray(values, dtype=np.float64), np.ones(window) / window, mode="valid")
+    return np.arange(len(means)) + (window + 1) / 2, means
+
+
 def plot_losses(losses: Sequence[float], path: Path | str, title: str, smooth: int = 50) -> Path:
-    """Training loss per step on a log scale (report 5B Figures 4 and 11), raw and moving average."""
-    losses = np.asarray(losses, dtype=np.float64)
+    """Training loss per step on a log scale (report 5B Figures 4 and 11), raw and a centred moving average."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.6, alpha=0.4, label="per step")
     if len(losses) >= smooth:
-        avg = np.convolve(losses, np.ones(smooth) / smooth, mode="valid")
-        ax.plot(np.arange(smooth, len(losses) + 1), avg, lw=1.5, label=f"mean of {smooth}")
+        ax.plot(*moving_average(losses, smooth), lw=1.5, label=f"mean of {smooth} steps")
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("MSE loss")

@@ -18,7 +18,7 @@ import torch
 
 import common
 import part_a
-from minidiff import viz
+from minidiff import data, viz
 from minidiff.deepfloyd import pipeline_timesteps
 from minidiff.sampling import iterative_denoise
 
@@ -35,13 +35,12 @@ def main(argv=None):
                    help=f"num_inference_steps settings (default: {' '.join(map(str, NUM_INFERENCE_STEPS))}; "
                         "--quick: 5 only)")
     args = p.parse_args(argv)
-    if args.backbone == "mnist":
-        raise ValueError("Part 0 samples the two-stage DeepFloyd IF cascade; run it with --backbone deepfloyd "
-                         "(the MNIST backbone has no stage II)")
-    args.backbone = "deepfloyd"                # also for auto: there is nothing to fall back to
+    if args.backbone not in ("auto", "deepfloyd"):
+        raise ValueError(f"Part 0 samples the two-stage DeepFloyd IF cascade; run it with --backbone deepfloyd "
+                         f"(the {args.backbone} backbone has no stage II)")
     dev = common.device(args.device)
-    backbone = part_a.load_backbone(args, dev)
-    out = common.stage_dir(args, "a0_sampling")
+    backbone = part_a.load_deepfloyd(args, dev)   # also for auto: there is nothing to fall back to
+    rec = common.record(args, "a0_sampling")
     prompts = list(args.prompt or PROMPTS)
     settings = args.steps or (NUM_INFERENCE_STEPS[:1] if args.quick else NUM_INFERENCE_STEPS)
     finals, firsts, steps = [], [], []
@@ -53,17 +52,16 @@ def main(argv=None):
                               generator=gen, threshold=THRESHOLD)                       # (3, 3, 64, 64)
         y = backbone.upsample(x, prompts, num_inference_steps=n, guidance_scale=STAGE2_GAMMA, generator=gen)
         x, y = backbone.to_unit(x), backbone.to_unit(y)                                 # (3, 3, 256, 256)
-        common.wrote(viz.save_table([list(x), list(y)], out / f"samples_{n}_steps.png",
-                                    col_titles=[part_a.title(q) for q in prompts],
-                                    row_titles=[f"stage I, {x.shape[-1]} px", f"stage II, {y.shape[-1]} px"],
-                                    title=f"Part 0: num_inference_steps = {n}, seed {args.seed}"))
+        rec.wrote(viz.save_table([list(x), list(y)], rec.out / f"samples_{n}_steps.png",
+                                 col_titles=[part_a.title(q) for q in prompts],
+                                 row_titles=[f"stage I, {x.shape[-1]} px", f"stage II, {y.shape[-1]} px"],
+                                 title=f"Part 0: num_inference_steps = {n}, seed {args.seed}"))
         firsts.append(x.cpu())
         finals.append(y.cpu())
         steps += [n] * len(prompts)
-    path = out / "samples.pt"
-    torch.save({"images": torch.cat(finals).float().clamp(0, 1), "stage1": torch.cat(firsts).float().clamp(0, 1),
-                "prompts": prompts * len(settings), "num_inference_steps": torch.tensor(steps)}, path)
-    common.wrote(path)
+    rec.wrote(data.save_samples(rec.out / "samples.pt", torch.cat(finals), prompts=prompts * len(settings),
+                                stage1=torch.cat(firsts).float().clamp(0, 1), num_inference_steps=torch.tensor(steps)))
+    return rec
 
 
 if __name__ == "__main__":

@@ -23,17 +23,21 @@ PAIRS = {"deepfloyd": [("a lithograph of a skull", "a lithograph of waterfalls")
 SAMPLES_PER_PAIR = {"deepfloyd": 1, "mnist": 4}
 
 
+def options(p):
+    p.add_argument("--num-samples", type=int, help="samples per prompt pair (default: 1 for deepfloyd, 4 for mnist)")
+
+
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_10_hybrid_images", argv,
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_10_hybrid_images", argv, options,
                                                   image=None, prompt=2)          # --prompt FAR NEAR
-    pairs = part_a.quick(args, PAIRS[backbone.name]) if args.prompt is None else [tuple(args.prompt)]
-    n = len(part_a.quick(args, range(SAMPLES_PER_PAIR[backbone.name])))
+    pairs = [tuple(args.prompt)] if args.prompt else part_a.pick(args, backbone, PAIRS)
+    n = part_a.count(args, backbone, SAMPLES_PER_PAIR, "num_samples")
     rows, names, images, labels = [], [], [], []
     for far, near in pairs:
         eps_fn = guidance.hybrid(backbone.model_fn, backbone.embed([far]), backbone.embed([near]),
                                  backbone.embed([""]), GAMMA, KERNEL_SIZE, SIGMA)
         x = iterative_denoise(eps_fn, backbone.schedule, part_a.noise(backbone, n, dev, gen), backbone.timesteps,
-                              generator=gen, threshold=backbone.threshold)
+                              generator=gen)
         x = backbone.to_unit(backbone.upsample(x, [far] * n))
         scale = x.shape[-1] / backbone.image_shape[-1]                # IF: stage II made it 4x larger
         # seen from afar: the sampling's low-pass filter, widened to the shown size
@@ -42,9 +46,10 @@ def main(argv=None):
         names += [f"near: {part_a.title(near)}", f"far: {part_a.title(far)}"]
         images.append(x)
         labels += [f"{far}|{near}"] * n
-    common.wrote(viz.save_table(rows, out / "hybrids.png", row_titles=names,
-                                title=f"§1.10 hybrid images, kernel {KERNEL_SIZE}, sigma {SIGMA:g} ({backbone.name})"))
-    part_a.save_samples(out, torch.cat(images), labels)
+    rec.wrote(viz.save_table(rows, rec.out / "hybrids.png", row_titles=names,
+                             title=f"§1.10 hybrid images, kernel {KERNEL_SIZE}, sigma {SIGMA:g} ({backbone.name})"))
+    part_a.save_samples(rec, torch.cat(images), labels)
+    return rec
 
 
 if __name__ == "__main__":

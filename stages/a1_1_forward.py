@@ -13,14 +13,15 @@ NOISE_FRACTIONS = (0.25, 0.5, 0.75)   # §1.1: t = 250, 500, 750 of T = 1000
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_1_forward", argv, prompt=None)
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_1_forward", argv, prompt=None)
     ts = part_a.noise_levels(backbone, NOISE_FRACTIONS)
     rows, names = [], []
     for name, x0 in part_a.inputs(args, backbone):
         rows.append([backbone.to_unit(x)[0] for x in [x0] + part_a.noised_series(backbone, x0, ts, gen)])
         names.append(name)
-    common.wrote(viz.save_table(rows, out / "forward.png", col_titles=["original"] + [f"t = {t}" for t in ts],
-                                row_titles=names, title=f"§1.1 forward process [A.1] ({backbone.name})"))
+    rec.wrote(viz.save_table(rows, rec.out / "forward.png", col_titles=["original"] + [f"t = {t}" for t in ts],
+                             row_titles=names, title=f"§1.1 forward process [A.1] ({backbone.name})"))
+    return rec
 
 
 if __name__ == "__main__":

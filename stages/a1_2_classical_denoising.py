@@ -6,24 +6,25 @@ MNIST 75, 150, 225 of 300) and a row of their blurs (guidance.gaussian_blur).
 """
 import common
 import part_a
-from minidiff import guidance, viz
+from minidiff import viz
 
 NOISE_FRACTIONS = (0.25, 0.5, 0.75)               # §1.1 / §1.2: t = 250, 500, 750 of T = 1000
-BLUR = {"deepfloyd": (5, 2.0), "mnist": (5, 1.0)}   # §1.2: (kernel size, sigma); MNIST digits are 28 px
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_2_classical_denoising", argv, prompt=None)
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_2_classical_denoising", argv,
+                                                  part_a.add_blur_option, prompt=None)
     ts = part_a.noise_levels(backbone, NOISE_FRACTIONS)
-    k, sigma = BLUR[backbone.name]
+    sigma = part_a.option(args, backbone, part_a.BLUR_SIGMA, "blur_sigma")
     rows, names = [], []
     for name, x0 in part_a.inputs(args, backbone):
         noisy = part_a.noised_series(backbone, x0, ts, gen)
         rows += [[backbone.to_unit(x)[0] for x in noisy],
-                 [backbone.to_unit(guidance.gaussian_blur(x, k, sigma))[0] for x in noisy]]
+                 [backbone.to_unit(part_a.blur(args, backbone, x))[0] for x in noisy]]
         names += [f"{name}: noisy", f"{name}: blurred"]
-    common.wrote(viz.save_table(rows, out / "blur.png", col_titles=[f"t = {t}" for t in ts], row_titles=names,
-                                title=f"§1.2 Gaussian blur, kernel {k}, sigma {sigma} ({backbone.name})"))
+    rec.wrote(viz.save_table(rows, rec.out / "blur.png", col_titles=[f"t = {t}" for t in ts], row_titles=names,
+                             title=f"§1.2 Gaussian blur, kernel {part_a.BLUR_KERNEL}, sigma {sigma} ({backbone.name})"))
+    return rec
 
 
 if __name__ == "__main__":

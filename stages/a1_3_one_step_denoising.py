@@ -15,7 +15,7 @@ PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}        # §1.3, 
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_3_one_step_denoising", argv, prompt=1)
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_3_one_step_denoising", argv, prompt=1)
     ts = part_a.noise_levels(backbone, NOISE_FRACTIONS)
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     eps_fn = part_a.eps_fn_for(backbone, prompt)
@@ -25,9 +25,10 @@ def main(argv=None):
         clean = [one_step_denoise(eps_fn, backbone.schedule, x, t) for x, t in zip(noisy, ts)]
         rows += [[backbone.to_unit(x)[0] for x in [x0] + noisy], [backbone.to_unit(x)[0] for x in [x0] + clean]]
         names += [f"{name}: noisy", f"{name}: one-step"]
-    common.wrote(viz.save_table(rows, out / "one_step.png", col_titles=["original"] + [f"t = {t}" for t in ts],
-                                row_titles=names, title=f"§1.3 one-step denoising, {part_a.title(prompt)} "
-                                                        f"({backbone.name})"))
+    rec.wrote(viz.save_table(rows, rec.out / "one_step.png", col_titles=["original"] + [f"t = {t}" for t in ts],
+                             row_titles=names, title=f"§1.3 one-step denoising, {part_a.title(prompt)} "
+                                                     f"({backbone.name})"))
+    return rec
 
 
 if __name__ == "__main__":

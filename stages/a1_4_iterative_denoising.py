@@ -10,17 +10,17 @@ import torch
 
 import common
 import part_a
-from minidiff import guidance, viz
+from minidiff import viz
 from minidiff.sampling import iterative_denoise, one_step_denoise
 
 I_START = 10                                                      # §1.4: timesteps[10] = 690 (IF)
 EVERY = 5                                                         # §1.4: show every 5th step
 PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.4, no CFG
-BLUR = {"deepfloyd": (5, 2.0), "mnist": (5, 1.0)}                 # §1.2
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_4_iterative_denoising", argv, image=1, prompt=1)
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_4_iterative_denoising", argv, part_a.add_blur_option,
+                                                  image=1, prompt=1)
     ts, s = backbone.timesteps, backbone.schedule
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     eps_fn = part_a.eps_fn_for(backbone, prompt)
@@ -34,20 +34,20 @@ def main(argv=None):
         if (i + 1 - I_START) % EVERY == 0:
             shown.append((t_prev, x))
 
-    clean = iterative_denoise(eps_fn, s, x_t, ts, i_start=I_START, generator=gen, callback=callback,
-                              threshold=backbone.threshold)
+    clean = iterative_denoise(eps_fn, s, x_t, ts, i_start=I_START, generator=gen, callback=callback)
     one_step = one_step_denoise(eps_fn, s, x_t, ts[I_START])
-    blurred = guidance.gaussian_blur(x_t, *BLUR[backbone.name])
+    blurred = part_a.blur(args, backbone, x_t)                                             # §1.2
 
     u = backbone.to_unit
-    common.wrote(viz.save_table([[u(x)[0] for _, x in shown]], out / "steps.png",
-                                col_titles=[f"t = {t}" for t, _ in shown],
-                                title=f"§1.4 every {EVERY}th step from t = {ts[I_START]} ({backbone.name})"))
-    common.wrote(viz.save_table([[u(x)[0] for x in (x0, x_t, clean, one_step, blurred)]], out / "compare.png",
-                                col_titles=["original", f"noisy t = {ts[I_START]}", "iterative", "one-step",
-                                            "Gaussian blur"],
-                                title=f"§1.4 {name}, {part_a.title(prompt)} ({backbone.name})"))
-    common.wrote(viz.save_gif([u(f) for f in frames], out / "denoising.gif", nrow=2))
+    rec.wrote(viz.save_table([[u(x)[0] for _, x in shown]], rec.out / "steps.png",
+                             col_titles=[f"t = {t}" for t, _ in shown],
+                             title=f"§1.4 every {EVERY}th step from t = {ts[I_START]} ({backbone.name})"))
+    rec.wrote(viz.save_table([[u(x)[0] for x in (x0, x_t, clean, one_step, blurred)]], rec.out / "compare.png",
+                             col_titles=["original", f"noisy t = {ts[I_START]}", "iterative", "one-step",
+                                         "Gaussian blur"],
+                             title=f"§1.4 {name}, {part_a.title(prompt)} ({backbone.name})"))
+    rec.wrote(viz.save_gif([u(f) for f in frames], rec.out / "denoising.gif", nrow=2))
+    return rec
 
 
 if __name__ == "__main__":

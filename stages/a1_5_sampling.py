@@ -13,16 +13,17 @@ PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.5, no CF
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_5_sampling", argv, image=None, prompt=1)
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_5_sampling", argv, image=None, prompt=1)
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     x = part_a.noise(backbone, NUM_SAMPLES, dev, gen)
     x = iterative_denoise(part_a.eps_fn_for(backbone, prompt), backbone.schedule, x, backbone.timesteps,
-                          generator=gen, threshold=backbone.threshold)
+                          generator=gen)
     images = backbone.to_unit(backbone.upsample(x, [prompt] * NUM_SAMPLES))
-    common.wrote(viz.save_table([list(images)], out / "samples.png",
-                                col_titles=[f"sample {i + 1}" for i in range(NUM_SAMPLES)],
-                                title=f"§1.5 samples, {part_a.title(prompt)}, no CFG ({backbone.name})"))
-    part_a.save_samples(out, images, [prompt] * NUM_SAMPLES)
+    rec.wrote(viz.save_table([list(images)], rec.out / "samples.png",
+                             col_titles=[f"sample {i + 1}" for i in range(NUM_SAMPLES)],
+                             title=f"§1.5 samples, {part_a.title(prompt)}, no CFG ({backbone.name})"))
+    part_a.save_samples(rec, images, [prompt] * NUM_SAMPLES)
+    return rec
 
 
 if __name__ == "__main__":

@@ -15,15 +15,16 @@ PROMPTS = {"deepfloyd": ["a high quality photo"] * 5, "mnist": [str(d) for d in 
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_6_cfg", argv, image=None)
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_6_cfg", argv, image=None)
     prompts = part_a.pick(args, backbone, PROMPTS)
     x = part_a.noise(backbone, len(prompts), dev, gen)
     x = iterative_denoise(part_a.eps_fn_for(backbone, prompts, GAMMA), backbone.schedule, x, backbone.timesteps,
-                          generator=gen, threshold=backbone.threshold)
+                          generator=gen)
     images = backbone.to_unit(backbone.upsample(x, prompts))
-    common.wrote(viz.save_table([list(images)], out / "samples.png", col_titles=[part_a.title(p) for p in prompts],
-                                title=f"§1.6 CFG, gamma = {GAMMA:g} ({backbone.name})"))
-    part_a.save_samples(out, images, prompts)
+    rec.wrote(viz.save_table([list(images)], rec.out / "samples.png", col_titles=[part_a.title(p) for p in prompts],
+                             title=f"§1.6 CFG, gamma = {GAMMA:g} ({backbone.name})"))
+    part_a.save_samples(rec, images, prompts)
+    return rec
 
 
 if __name__ == "__main__":

@@ -19,16 +19,17 @@ IMAGES = {"deepfloyd": [DATA_DIR / "coffee.png", *sorted((DATA_DIR / "sketches")
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_7_1_hand_drawn_and_web", argv, prompt=1)
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_7_1_hand_drawn_and_web", argv, prompt=1)
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     paths = part_a.pick(args, backbone, IMAGES, "image")
     images = [backbone.load_image(p) for p in paths]
     eps_fn = part_a.eps_fn_for(backbone, prompt, GAMMA)
     rows, edits, cols = part_a.sdedit_rows(backbone, [eps_fn] * len(images), images, I_STARTS, gen)
-    common.wrote(viz.save_table(rows, out / "edits.png", col_titles=cols, row_titles=[p.stem for p in paths],
-                                title=f"§1.7.1 SDEdit of drawings and a web image, {part_a.title(prompt)} "
-                                      f"({backbone.name})"))
-    part_a.save_samples(out, edits, [prompt] * len(edits))
+    rec.wrote(viz.save_table(rows, rec.out / "edits.png", col_titles=cols, row_titles=[p.stem for p in paths],
+                             title=f"§1.7.1 SDEdit of drawings and a web image, {part_a.title(prompt)} "
+                                   f"({backbone.name})"))
+    part_a.save_samples(rec, edits, [prompt] * len(edits))
+    return rec
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def box_mask(kind: str, H: int, W: int) -> torch.Tensor:
 def main(argv=None):
     extra = lambda p: p.add_argument("--mask", nargs="+", default=None,  # noqa: E731
                                      help="mask image(s), white = generate (one per image, cycled)")
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_7_2_inpainting", argv, extra, prompt=1)
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_7_2_inpainting", argv, extra, prompt=1)
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     eps_fn = part_a.eps_fn_for(backbone, prompt, GAMMA)
     C, H, W = backbone.image_shape
@@ -47,14 +47,15 @@ def main(argv=None):
     cols, results, u = [], [], backbone.to_unit
     for i, (name, x0) in enumerate(named):
         m = masks[i % len(masks)].to(dev)
-        x = inpaint(eps_fn, backbone.schedule, x0, m, backbone.timesteps, generator=gen, threshold=backbone.threshold)
+        x = inpaint(eps_fn, backbone.schedule, x0, m, backbone.timesteps, generator=gen)
         results.append(u(x)[0])
         cols.append((name, [u(x0)[0], m[0].expand(C, H, W), (u(x0) * (1 - m))[0], u(x)[0]]))
     rows = [list(r) for r in zip(*[c for _, c in cols])]         # transpose: one column per image
-    common.wrote(viz.save_table(rows, out / "inpainting.png", col_titles=[n for n, _ in cols],
-                                row_titles=["original", "mask (white = new)", "kept", "inpainted"],
-                                title=f"§1.7.2 inpainting [A.5], {part_a.title(prompt)} ({backbone.name})"))
-    part_a.save_samples(out, torch.stack(results), [prompt] * len(results))
+    rec.wrote(viz.save_table(rows, rec.out / "inpainting.png", col_titles=[n for n, _ in cols],
+                             row_titles=["original", "mask (white = new)", "kept", "inpainted"],
+                             title=f"§1.7.2 inpainting [A.5], {part_a.title(prompt)} ({backbone.name})"))
+    part_a.save_samples(rec, torch.stack(results), [prompt] * len(results))
+    return rec
 
 
 if __name__ == "__main__":

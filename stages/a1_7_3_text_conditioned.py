@@ -17,16 +17,17 @@ PROMPTS = {"deepfloyd": ["a rocket ship", "a pencil", "a photo of a hipster bari
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_7_3_text_conditioned", argv)
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_7_3_text_conditioned", argv)
     prompts = part_a.pick(args, backbone, PROMPTS)
     named = part_a.inputs(args, backbone)
     prompts = [prompts[i % len(prompts)] for i in range(len(named))]            # image i gets prompt i (cycled)
     eps_fns = [part_a.eps_fn_for(backbone, p, GAMMA) for p in prompts]
     rows, edits, cols = part_a.sdedit_rows(backbone, eps_fns, [x for _, x in named], I_STARTS, gen)
-    common.wrote(viz.save_table(rows, out / "edits.png", col_titles=cols,
-                                row_titles=[f"{n} -> {part_a.title(p)}" for (n, _), p in zip(named, prompts)],
-                                title=f"§1.7.3 text-conditioned SDEdit, gamma = {GAMMA:g} ({backbone.name})"))
-    part_a.save_samples(out, edits, [p for p in prompts for _ in I_STARTS])
+    rec.wrote(viz.save_table(rows, rec.out / "edits.png", col_titles=cols,
+                             row_titles=[f"{n} -> {part_a.title(p)}" for (n, _), p in zip(named, prompts)],
+                             title=f"§1.7.3 text-conditioned SDEdit, gamma = {GAMMA:g} ({backbone.name})"))
+    part_a.save_samples(rec, edits, [p for p in prompts for _ in I_STARTS])
+    return rec
 
 
 if __name__ == "__main__":

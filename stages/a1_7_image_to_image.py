@@ -15,14 +15,15 @@ PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.7
 
 
 def main(argv=None):
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_7_image_to_image", argv, prompt=1)
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_7_image_to_image", argv, prompt=1)
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     named = part_a.inputs(args, backbone)
     eps_fn = part_a.eps_fn_for(backbone, prompt, GAMMA)
     rows, edits, cols = part_a.sdedit_rows(backbone, [eps_fn] * len(named), [x for _, x in named], I_STARTS, gen)
-    common.wrote(viz.save_table(rows, out / "edits.png", col_titles=cols, row_titles=[n for n, _ in named],
-                                title=f"§1.7 SDEdit, {part_a.title(prompt)}, gamma = {GAMMA:g} ({backbone.name})"))
-    part_a.save_samples(out, edits, [prompt] * len(edits))
+    rec.wrote(viz.save_table(rows, rec.out / "edits.png", col_titles=cols, row_titles=[n for n, _ in named],
+                             title=f"§1.7 SDEdit, {part_a.title(prompt)}, gamma = {GAMMA:g} ({backbone.name})"))
+    part_a.save_samples(rec, edits, [prompt] * len(edits))
+    return rec
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ upside down. Each step averages the two views' noise estimates (each a CFG estim
 
     eps = ( eps_1(x_t) + flip(eps_2(flip(x_t))) ) / 2          (guidance.anagram; both views in one batch)
 
---view picks another view (rot90/rot180/rot270, mirror, negate (DeepFloyd only), patches: a 4x4 jigsaw).
+--view picks another view (guidance.VIEWS: rot90/rot180/rot270, mirror, negate (DeepFloyd only), patches: a 4x4
+jigsaw).
 Report pairs: "an oil painting of an old man" / "an oil painting of people around a campfire", ...; MNIST: "6" / "9",
 "1" / "7", "0" / "8".
 Outputs in outputs/a1_8_visual_anagrams/: anagrams.png (per pair, a row as generated and a row through the
@@ -22,41 +23,40 @@ PAIRS = {"deepfloyd": [("an oil painting of an old man", "an oil painting of peo
                        ("a lithograph of a skull", "a photo of a hipster barista")],
          "mnist": [("6", "9"), ("1", "7"), ("0", "8")]}
 SAMPLES_PER_PAIR = {"deepfloyd": 1, "mnist": 4}
-PATCH_GRID = 4                          # --view patches: a 4 x 4 jigsaw (7 px patches on MNIST, 16 px on IF)
-VIEWS = {   # view name -> the view for square images of a given size (only the jigsaw depends on it)
-    "flip": lambda size: guidance.flip_vertical(), "mirror": lambda size: guidance.flip_horizontal(),
-    "rot90": lambda size: guidance.rotate(90), "rot180": lambda size: guidance.rotate(180),
-    "rot270": lambda size: guidance.rotate(270), "negate": lambda size: guidance.negate(),
-    "patches": lambda size: guidance.patch_permute(size // PATCH_GRID)}
+
+
+def options(p):
+    p.add_argument("--view", choices=sorted(guidance.VIEWS), default="flip",
+                   help="the second view (default: flip upside down, the report's)")
+    p.add_argument("--num-samples", type=int, help="samples per prompt pair (default: 1 for deepfloyd, 4 for mnist)")
 
 
 def main(argv=None):
-    extra = lambda p: p.add_argument("--view", choices=sorted(VIEWS), default="flip",  # noqa: E731
-                                     help="the second view (default: flip upside down, the report's)")
-    args, dev, gen, backbone, out = part_a.setup(__doc__, "a1_8_visual_anagrams", argv, extra,
+    args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_8_visual_anagrams", argv, options,
                                                   image=None, prompt=2)          # --prompt UPRIGHT VIEWED
-    pairs = part_a.quick(args, PAIRS[backbone.name]) if args.prompt is None else [tuple(args.prompt)]
+    pairs = [tuple(args.prompt)] if args.prompt else part_a.pick(args, backbone, PAIRS)
     if args.view == "negate" and backbone.name == "mnist":
         raise ValueError("--view negate inverts images in [-1, 1] (DeepFloyd); the MNIST model works in [0, 1], "
                          "where -x is no image: pick another --view")
-    view = VIEWS[args.view](backbone.image_shape[-1])                        # what the model sees, at its size
-    n = len(part_a.quick(args, range(SAMPLES_PER_PAIR[backbone.name])))
+    view = guidance.view(args.view, backbone.image_shape[-1])                # what the model sees, at its size
+    n = part_a.count(args, backbone, SAMPLES_PER_PAIR, "num_samples")
     rows, names, images, labels = [], [], [], []
     for a, b in pairs:
         eps_fn = guidance.anagram(backbone.model_fn, [backbone.embed([a]), backbone.embed([b])],
                                   [guidance.identity(), view], backbone.embed([""]), GAMMA)
         x = iterative_denoise(eps_fn, backbone.schedule, part_a.noise(backbone, n, dev, gen), backbone.timesteps,
-                              generator=gen, threshold=backbone.threshold)
+                              generator=gen)
         x = backbone.upsample(x, [a] * n)                                  # model range; IF: stage II, 256 px
-        seen = VIEWS[args.view](x.shape[-1]).apply(x)                      # the view in the model's range
+        seen = guidance.view(args.view, x.shape[-1]).apply(x)              # the view in the model's range
         x = backbone.to_unit(x)
         rows += [list(x), list(backbone.to_unit(seen))]
         names += [part_a.title(a), f"{view.name}: {part_a.title(b)}"]
         images.append(x)
         labels += [f"{a}|{b}"] * n
-    common.wrote(viz.save_table(rows, out / "anagrams.png", row_titles=names,
-                                title=f"§1.8 visual anagrams, gamma = {GAMMA:g} ({backbone.name})"))
-    part_a.save_samples(out, torch.cat(images), labels)
+    rec.wrote(viz.save_table(rows, rec.out / "anagrams.png", row_titles=names,
+                             title=f"§1.8 visual anagrams, gamma = {GAMMA:g} ({backbone.name})"))
+    part_a.save_samples(rec, torch.cat(images), labels)
+    return rec
 
 
 if __name__ == "__main__":

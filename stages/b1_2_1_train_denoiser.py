@@ -9,9 +9,9 @@ import torch
 
 import common
 import part_b
-from minidiff.train import load_model
 from minidiff import viz
 from minidiff.data import load_mnist
+from minidiff.train import CHECKPOINT, load_model, training_run
 
 SIGMA = 0.5          # report 5B §1.2.1
 NUM_EXAMPLES = 6
@@ -19,20 +19,21 @@ NUM_EXAMPLES = 6
 
 def main(argv=None):
     args = part_b.add_training_args(common.parser(__doc__)).parse_args(argv)
-    state, out = part_b.run_training(args, "denoiser", "single-step denoiser, σ = 0.5")
+    state, rec = part_b.run_training(args, "denoiser", "single-step denoiser, σ = 0.5")
     dev = common.device(args.device)
     test_x, _ = load_mnist(train=False)
     x = test_x[:NUM_EXAMPLES].unsqueeze(1).float().div(255).to(dev)          # (N, 1, 28, 28)
     g = common.generator(args.seed, dev)
     z = x + SIGMA * torch.randn(x.shape, generator=g, device=dev)             # [B.2]
-    for epoch, path in part_b.snapshots(out / "checkpoint.pt"):
+    for epoch, path in training_run(rec.out / CHECKPOINT).weights:
         model = load_model(path, dev)
         with torch.no_grad():
             x_hat = model(z)
         rows = [list(x), list(z.clamp(0, 1)), list(x_hat.clamp(0, 1))]
-        common.wrote(viz.save_table(rows, out / f"results_epoch{epoch}.png",
-                                    row_titles=["clean x", "noisy z", "D(z)"],
-                                    title=f"denoising σ = {SIGMA} after epoch {epoch}"))
+        rec.wrote(viz.save_table(rows, rec.out / f"results_epoch{epoch}.png",
+                                 row_titles=["clean x", "noisy z", "D(z)"],
+                                 title=f"denoising σ = {SIGMA} after epoch {epoch}"))
+    return rec
 
 
 if __name__ == "__main__":

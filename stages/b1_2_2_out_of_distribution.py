@@ -7,9 +7,9 @@ import torch
 
 import common
 import part_b
-from minidiff.train import load_model
 from minidiff import viz
 from minidiff.data import load_mnist
+from minidiff.train import load_model
 
 SIGMAS = [0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0]   # report 5B §1.2.2
 
@@ -18,9 +18,9 @@ def main(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--checkpoint", help="the denoiser's checkpoint.pt (default: the b1_2_1 stage's)")
     args = p.parse_args(argv)
-    out = common.stage_dir(args, "b1_2_2_out_of_distribution")
+    rec = common.record(args, "b1_2_2_out_of_distribution")
     dev = common.device(args.device)
-    model = load_model(part_b.default_checkpoint(args, "denoiser"), dev)
+    model = load_model(part_b.trained_run(args, "denoiser", rec).checkpoint, dev)      # the latest epoch
     test_x, test_y = load_mnist(train=False)
     g = common.generator(args.seed, dev)
     rows, row_titles = [], []
@@ -32,8 +32,9 @@ def main(argv=None):
             x_hat = model(z)
         rows += [list(z.clamp(0, 1)), list(x_hat.clamp(0, 1))]
         row_titles += [f"noisy {int(test_y[k])}", "denoised"]
-    common.wrote(viz.save_table(rows, out / "ood.png", col_titles=[f"σ = {s}" for s in SIGMAS],
-                                row_titles=row_titles, title="trained at σ = 0.5, tested at other σ"))
+    rec.wrote(viz.save_table(rows, rec.out / "ood.png", col_titles=[f"σ = {s}" for s in SIGMAS],
+                             row_titles=row_titles, title="trained at σ = 0.5, tested at other σ"))
+    return rec
 
 
 if __name__ == "__main__":

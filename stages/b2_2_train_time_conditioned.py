@@ -10,7 +10,7 @@ import part_b
 
 def main(argv=None):
     args = part_b.add_training_args(common.parser(__doc__)).parse_args(argv)
-    part_b.run_training(args, "time", "time-conditioned UNet")
+    return part_b.run_training(args, "time", "time-conditioned UNet")[1]
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import torch
 
 import common
 import part_b
+from minidiff import ddpm, viz
+from minidiff.data import save_samples
 from minidiff.train import load_model
-from minidiff import viz
 
 NUM_SAMPLES = 40
 
@@ -21,16 +22,19 @@ def main(argv=None):
     p.add_argument("--checkpoint", help="the training checkpoint.pt (default: the b2_2 stage's)")
     p.add_argument("--num-samples", type=int, default=NUM_SAMPLES, help="samples per snapshot")
     args = p.parse_args(argv)
-    out = common.stage_dir(args, "b2_3_sample_time_conditioned")
+    rec = common.record(args, "b2_3_sample_time_conditioned")
     dev = common.device(args.device)
-    for epoch, path in part_b.snapshots(part_b.default_checkpoint(args, "time")):
+    for epoch, path in part_b.trained_run(args, "time", rec).weights:
         model = load_model(path, dev)
-        images, frames = part_b.sample(model, args.num_samples, common.generator(args.seed, dev))
-        common.wrote(viz.save_grid(images, out / f"samples_epoch{epoch}.png", nrow=10,
-                                   title=f"time-conditioned UNet, epoch {epoch}"))
-        common.wrote(viz.save_gif(frames, out / f"denoising_epoch{epoch}.gif", nrow=10))
-    torch.save({"images": images.cpu()}, out / "samples.pt")
-    common.wrote(out / "samples.pt")
+        gen = common.generator(args.seed, dev)
+        x_T = torch.randn((args.num_samples, 1, 28, 28), generator=gen, device=dev)        # Algorithm 2, line 1
+        frames, keep = part_b.gif_frames(x_T)
+        images = ddpm.sample(model, x_T, generator=gen, callback=keep, progress=True)
+        rec.wrote(viz.save_grid(images, rec.out / f"samples_epoch{epoch}.png", nrow=10,
+                                title=f"time-conditioned UNet, epoch {epoch}"))
+        rec.wrote(viz.save_gif(frames, rec.out / f"denoising_epoch{epoch}.gif", nrow=10))
+    rec.wrote(save_samples(rec.out / "samples.pt", images))
+    return rec
 
 
 if __name__ == "__main__":

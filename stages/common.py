@@ -1,6 +1,8 @@
-"""What every stage shares: the common command-line knobs, the device and seed, one-line errors.
+"""What every stage shares: the common command-line knobs, the device and seed, the record a stage returns, and
+one-line errors.
 
-Stages are thin drivers: they parse arguments, call the library, and print every file they write.
+Stages are thin drivers: they parse arguments, call the library, and return a `Record` of what they wrote (files,
+notes, metrics). `run` prints it for humans; run_all.py puts it in the HTML report.
 """
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +20,22 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 OUTPUTS = REPO / "outputs"
+USER_ERRORS = (OSError, ValueError, FloatingPointError)   # bad input or a stopped run: one line, not a traceback
+
+
+@dataclass
+class Record:
+    """What a stage's main() returns."""
+
+    out: Path                                             # the stage's folder, <--out>/<stage>/
+    files: list[Path] = field(default_factory=list)       # every file it wrote, in order
+    notes: list[str] = field(default_factory=list)        # lines worth showing (the backbone used, a measurement)
+    metrics: dict = field(default_factory=dict)           # numbers for the report (also in the stage's metrics.json)
+
+    def wrote(self, path: Path | str) -> Path:
+        """Add a written file to the record; returns it."""
+        self.files.append(Path(path))
+        return Path(path)
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -40,10 +59,11 @@ def device(name: str) -> torch.device:
     return d
 
 
-def stage_dir(args: argparse.Namespace, stage: str) -> Path:
-    d = Path(args.out) / stage
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def record(args: argparse.Namespace, stage: str) -> Record:
+    """The stage's empty record; creates its folder <--out>/<stage>/ (an absolute path)."""
+    out = Path(args.out).resolve() / stage
+    out.mkdir(parents=True, exist_ok=True)
+    return Record(out)
 
 
 def generator(seed: int, dev: torch.device) -> torch.Generator:
@@ -51,11 +71,18 @@ def generator(seed: int, dev: torch.device) -> torch.Generator:
     return torch.Generator(device=dev).manual_seed(seed)
 
 
-def wrote(path: Path) -> Path:
-    """Print 'wrote <path>': relative to the repository inside it, absolute outside (run_all reads these lines)."""
+def shown(path: Path) -> str:
+    """A path as printed: relative to the repository inside it, absolute outside."""
     full = Path(path).resolve()
-    print(f"wrote {full.relative_to(REPO) if full.is_relative_to(REPO) else full}")
-    return path
+    return str(full.relative_to(REPO) if full.is_relative_to(REPO) else full)
+
+
+def show(rec: Record) -> None:
+    """Print a record for humans: its notes, then 'wrote <path>' for every file."""
+    for note in rec.notes:
+        print(note)
+    for path in rec.files:
+        print(f"wrote {shown(path)}")
 
 
 def command(stage: str, args: argparse.Namespace) -> str:
@@ -64,17 +91,22 @@ def command(stage: str, args: argparse.Namespace) -> str:
     return f"python stages/{stage}.py{flags}"
 
 
-def run(main: Callable[[], None]) -> None:
-    """Run a stage's main(): bad input ends with one line saying what to do (MINIDIFF_DEBUG=1 shows the
-    traceback); Ctrl-C ends quietly (training keeps its last checkpoint)."""
+def one_line(e: BaseException) -> str:
+    """The first line of an error's message (its type when it has none)."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def run(main: Callable[[], Record]) -> None:
+    """Run a stage's main() from the command line and print its record: bad input ends with one line saying what to
+    do (MINIDIFF_DEBUG=1 shows the traceback); Ctrl-C ends quietly (training keeps its last checkpoint)."""
     start = time.perf_counter()
     try:
-        main()
+        rec = main()
     except KeyboardInterrupt:
         sys.exit("interrupted (rerun the same command to resume training from the last checkpoint)")
-    except (OSError, ValueError, FloatingPointError) as e:
+    except USER_ERRORS as e:
         if os.environ.get("MINIDIFF_DEBUG"):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        sys.exit(f"error: {msg}")
+        sys.exit(f"error: {one_line(e)}")
+    show(rec)
     print(f"done in {time.perf_counter() - start:.1f} s")

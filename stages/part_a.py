@@ -1,10 +1,12 @@
-"""What every Part A stage (a1_1 .. a1_10) shares: backbone selection, prompts, inputs, samples.pt, figure rows.
+"""What every Part A stage (a0 .. a1_10) shares: the backbone registry, prompts and inputs, samples.pt, figure rows.
 
-Every Part A experiment runs on a `minidiff.backbone.Backbone`:
-  --backbone deepfloyd   DeepFloyd IF (stage I + II), the report's model (--model / --stage2: Hub ids or folders)
-  --backbone mnist       our class-conditioned MNIST model from Part B; digits play the prompts
-  --backbone auto        deepfloyd when it is available, otherwise mnist (and says so)
-Stages key their per-backbone constants (prompts, noise levels) on `backbone.name`.
+Every Part A experiment runs on a `minidiff.backbone.Backbone`, chosen by --backbone among BACKBONES:
+  deepfloyd   DeepFloyd IF (stage I + II), the report's model (--model / --stage2: Hub ids or folders)
+  mnist       our class-conditioned MNIST model from Part B; digits play the prompts
+  auto        deepfloyd when it is available, otherwise mnist (and says why)
+Adding a backbone is an adapter (any object with the Backbone interface) and one line in BACKBONES. Stages key their
+per-backbone defaults (prompts, images, blur) on `backbone.name`; where a stage has no default for a backbone, it
+says in one line which flag to pass.
 --quick (the CI profile) keeps at most QUICK_ITEMS input images / prompt pairs / samples per pair; the figures keep
 their layout.
 """
@@ -17,24 +19,52 @@ from typing import Optional, Sequence
 import torch
 
 import common
-from minidiff import guidance
+from minidiff import data, deepfloyd, guidance, hub, prompts
+from minidiff.editing import sdedit
 from minidiff.mnist_backbone import MNISTBackbone
-from minidiff.deepfloyd import STAGE1_SOURCE, STAGE2_SOURCE
 
 QUICK_ITEMS = 2
+BLUR_KERNEL = 5                                   # §1.2: the Gaussian blur's size
+BLUR_SIGMA = {"deepfloyd": 2.0, "mnist": 1.0}     # §1.2: sigma 2 on IF's 64 px; MNIST digits are 28 px
 MNIST_CHECKPOINT = Path("b2_4_train_class_conditioned") / "checkpoint.pt"     # under --out
+
+
+def load_deepfloyd(args: argparse.Namespace, dev: torch.device) -> deepfloyd.DeepFloydBackbone:
+    """IF from --model / --stage2, in float16 on a GPU and float32 on the CPU."""
+    return deepfloyd.DeepFloydBackbone.from_pretrained(
+        args.model, args.stage2, device=dev, dtype=torch.float16 if dev.type == "cuda" else torch.float32)
+
+
+def load_mnist(args: argparse.Namespace, dev: torch.device) -> MNISTBackbone:
+    """The class-conditioned model that b2_4 trained under --out (or --checkpoint)."""
+    path = args.checkpoint or Path(args.out) / MNIST_CHECKPOINT
+    if not Path(path).is_file():
+        train = common.command(MNIST_CHECKPOINT.parent.name, args)
+        raise FileNotFoundError(f"no MNIST checkpoint at {path}; run `{train}` first (or pass --checkpoint)")
+    return MNISTBackbone.from_checkpoint(path, dev)
+
+
+BACKBONES = {"deepfloyd": load_deepfloyd, "mnist": load_mnist}    # --backbone name -> loader(args, device)
+
+
+def auto_backbone(model: str = deepfloyd.STAGE1_SOURCE, stage2: str = deepfloyd.STAGE2_SOURCE,
+                  needed_prompts: Sequence[str] = prompts.REPORT_PROMPTS) -> tuple[str, str]:
+    """--backbone auto: ("deepfloyd", "") when IF runs here offline, else ("mnist", why not). Cheap: looks for
+    files, loads nothing."""
+    reason = deepfloyd.unavailable_reason(model, stage2, needed_prompts=needed_prompts)
+    return ("deepfloyd", "") if reason is None else ("mnist", f"DeepFloyd IF not available: {reason}")
 
 
 def parser(doc: str, image: str | int | None = "+", prompt: str | int | None = "+") -> argparse.ArgumentParser:
     """common.parser plus the Part A knobs. image, prompt: how many --image / --prompt values the stage takes, as
     argparse's nargs ("+" any number, 1, 2), or None when it takes none (then the option does not exist)."""
     p = common.parser(doc)
-    p.add_argument("--backbone", choices=("auto", "deepfloyd", "mnist"), default="auto",
+    p.add_argument("--backbone", choices=("auto", *BACKBONES), default="auto",
                    help="the pretrained model: DeepFloyd IF or our MNIST model (default: auto)")
-    p.add_argument("--model", default=STAGE1_SOURCE,
+    p.add_argument("--model", default=deepfloyd.STAGE1_SOURCE,
                    help="DeepFloyd stage I: a Hub repo id (DeepFloyd/IF-I-XL-v1.0, -L-, -M-) or a local folder laid "
                         "out like one; its T5 encodes prompts missing from the cache (default: %(default)s)")
-    p.add_argument("--stage2", default=STAGE2_SOURCE,
+    p.add_argument("--stage2", default=deepfloyd.STAGE2_SOURCE,
                    help="DeepFloyd stage II (super-resolution to 256 px): Hub repo id (DeepFloyd/IF-II-L-v1.0, "
                         "-M-) or local folder (default: %(default)s)")
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -49,47 +79,67 @@ def parser(doc: str, image: str | int | None = "+", prompt: str | int | None = "
 
 
 def load_backbone(args: argparse.Namespace, dev: torch.device):
-    """The backbone named by --backbone, on `dev`. One-line errors for what is missing."""
-    if args.backbone in ("deepfloyd", "auto"):
-        from minidiff import deepfloyd, hub, prompts
-        reason = None
-        if args.backbone == "auto":   # cheap and offline: looks for the files, loads nothing
-            reason = deepfloyd.unavailable_reason(args.model, args.stage2,
-                                                  needed_prompts=[*prompts.REPORT_PROMPTS, *(args.prompt or [])])
-        if reason is None:
+    """(the backbone named by --backbone, on `dev`; notes saying which one auto chose and why)."""
+    name, notes = args.backbone, []
+    if name == "auto":
+        name, why = auto_backbone(args.model, args.stage2, [*prompts.REPORT_PROMPTS, *(args.prompt or [])])
+        if name == "deepfloyd":
             try:
-                return deepfloyd.DeepFloydBackbone.from_pretrained(
-                    args.model, args.stage2, device=dev, dtype=torch.float16 if dev.type == "cuda" else torch.float32)
+                return load_deepfloyd(args, dev), notes
             except hub.LoadError as e:
-                if args.backbone == "deepfloyd":
-                    raise
-                reason = str(e)
-        print(f"backbone: mnist (DeepFloyd IF not available: {reason})")
-    path = args.checkpoint or Path(args.out) / MNIST_CHECKPOINT
-    if not Path(path).is_file():
-        train = common.command(MNIST_CHECKPOINT.parent.name, args)
-        raise FileNotFoundError(f"no MNIST checkpoint at {path}; run `{train}` first (or pass --checkpoint)")
-    return MNISTBackbone.from_checkpoint(path, dev)
+                name, why = "mnist", f"DeepFloyd IF not available: {e}"
+        notes.append(f"backbone: {name} ({why})")
+    return BACKBONES[name](args, dev), notes
 
 
 def setup(doc: str, stage: str, argv=None, extra=None, image: str | int | None = "+",
           prompt: str | int | None = "+"):
     """Parse (`extra(p)` adds stage-only arguments; image, prompt as in `parser`), pick the device, seed, load the
-    backbone: (args, dev, generator, backbone, out_dir)."""
+    backbone: (args, dev, generator, backbone, the stage's record)."""
     p = parser(doc, image, prompt)
     if extra is not None:
         extra(p)
     args = p.parse_args(argv)
     dev = common.device(args.device)
     gen = common.generator(args.seed, dev)
-    backbone = load_backbone(args, dev)
-    return args, dev, gen, backbone, common.stage_dir(args, stage)
+    backbone, notes = load_backbone(args, dev)
+    rec = common.record(args, stage)
+    rec.notes += notes
+    return args, dev, gen, backbone, rec
 
 
-def pick(args: argparse.Namespace, backbone, defaults: dict, name: str = "prompt"):
-    """--prompt / --image when given, else the stage's per-backbone default (cut to QUICK_ITEMS with --quick)."""
+def option(args: argparse.Namespace, backbone, defaults: dict, name: str):
+    """--<name> when given, else the stage's default for this backbone (`defaults` is keyed by backbone name); for
+    a backbone the stage has no default for, a one-line error that names the flag to pass."""
     given = getattr(args, name)
-    return list(given) if given is not None else quick(args, list(defaults[backbone.name]))
+    if given is not None:
+        return given
+    if backbone.name not in defaults:
+        flag = "--" + name.replace("_", "-")
+        raise ValueError(f"this stage has no default for {flag} with the {backbone.name!r} backbone: pass {flag}")
+    return defaults[backbone.name]
+
+
+def pick(args: argparse.Namespace, backbone, defaults: dict, name: str = "prompt") -> list:
+    """A list option (--prompt, --image) as `option`; the defaults are cut to QUICK_ITEMS with --quick."""
+    items = list(option(args, backbone, defaults, name))
+    return items if getattr(args, name) is not None else quick(args, items)
+
+
+def count(args: argparse.Namespace, backbone, defaults: dict, name: str) -> int:
+    """A number option (--num-samples) as `option`; the default is cut to QUICK_ITEMS with --quick."""
+    n = option(args, backbone, defaults, name)
+    return n if getattr(args, name) is not None else len(quick(args, range(n)))
+
+
+def add_blur_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--blur-sigma", type=float, help="sigma of the §1.2 Gaussian blur, in pixels (default: "
+                   + ", ".join(f"{sigma:g} for {name}" for name, sigma in BLUR_SIGMA.items()) + ")")
+
+
+def blur(args: argparse.Namespace, backbone, x: torch.Tensor) -> torch.Tensor:
+    """§1.2, the classical denoiser: a Gaussian blur of x with BLUR_KERNEL taps and --blur-sigma."""
+    return guidance.gaussian_blur(x, BLUR_KERNEL, option(args, backbone, BLUR_SIGMA, "blur_sigma"))
 
 
 def quick(args: argparse.Namespace, items: list) -> list:
@@ -122,18 +172,11 @@ def label_of(prompt: str) -> int:
     return int(prompt) if prompt.strip().isdigit() and len(prompt.strip()) == 1 else -1
 
 
-def save_samples(out: Path, images: torch.Tensor, prompts: Optional[Sequence[str]] = None) -> Path:
-    """samples.pt = {"images": (N, C, H, W) float32 in [0, 1], "labels": (N,) int64 when every prompt is a digit,
-    "prompts": list[str] when given}."""
-    d = {"images": images.detach().float().cpu().clamp(0, 1)}
-    if prompts is not None:
-        d["prompts"] = list(prompts)
-        labels = [label_of(p) for p in prompts]
-        if all(y >= 0 for y in labels):
-            d["labels"] = torch.tensor(labels, dtype=torch.int64)
-    path = out / "samples.pt"
-    torch.save(d, path)
-    return common.wrote(path)
+def save_samples(rec: common.Record, images: torch.Tensor, prompts: Sequence[str], **extra) -> Path:
+    """samples.pt (data.save_samples) with the prompts, and labels when every prompt is a digit."""
+    labels = [label_of(p) for p in prompts]
+    labels = torch.tensor(labels) if all(y >= 0 for y in labels) else None
+    return rec.wrote(data.save_samples(rec.out / "samples.pt", images, labels, prompts=list(prompts), **extra))
 
 
 def title(prompt: str) -> str:
@@ -156,11 +199,10 @@ def sdedit_rows(backbone, eps_fns, images, i_starts: Sequence[int], gen: torch.G
     """§1.7-§1.7.3: SDEdit (editing.sdedit) of each image at each i_start, then the original.
     eps_fns: one estimator per image. Returns (rows of (C, H, W) in [0, 1] for viz.save_table, the edits
     (N, C, H, W) in [0, 1] in row order, column titles)."""
-    from minidiff.editing import sdedit
     rows, edits = [], []
     for eps_fn, x0 in zip(eps_fns, images):
-        row = [backbone.to_unit(sdedit(eps_fn, backbone.schedule, x0, backbone.timesteps, i, generator=gen,
-                                       threshold=backbone.threshold))[0] for i in i_starts]
+        row = [backbone.to_unit(sdedit(eps_fn, backbone.schedule, x0, backbone.timesteps, i, generator=gen))[0]
+               for i in i_starts]
         edits += row
         rows.append(row + [backbone.to_unit(x0)[0]])
     return rows, torch.stack(edits), [f"i_start = {i}" for i in i_starts] + ["original"]

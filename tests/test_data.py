@@ -56,3 +56,25 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     good.write_bytes(good.read_bytes()[:60])
     with pytest.raises(ValueError, match="cannot read"):
         load_image(good, 64)
+
+
+def test_missing_mnist_files_are_a_one_line_error_not_a_download(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        load_mnist(train=False, root=tmp_path)
+    assert "\n" not in str(e.value) and "git checkout data/MNIST" in str(e.value)
+
+
+def test_samples_pt_format(tmp_path):
+    from minidiff.data import save_samples
+    images = torch.linspace(-0.5, 1.5, 2 * 3 * 4 * 4).view(2, 3, 4, 4).double()
+    path = save_samples(tmp_path / "samples.pt", images, [3, 7], prompts=["3", "7"])
+    s = torch.load(path, weights_only=True)
+    assert sorted(s) == ["images", "labels", "prompts"] and s["prompts"] == ["3", "7"]
+    assert s["images"].dtype == torch.float32 and torch.equal(s["images"], images.float().clamp(0, 1))
+    assert s["labels"].dtype == torch.int64 and s["labels"].tolist() == [3, 7]
+    assert "labels" not in torch.load(save_samples(tmp_path / "u.pt", images), weights_only=True)
+    assert not list(tmp_path.glob("*.tmp"))                                      # written atomically
+    with pytest.raises(ValueError, match="one label per image"):
+        save_samples(tmp_path / "bad.pt", images, [1, 2, 3])
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        save_samples(tmp_path / "bad.pt", images[0])

@@ -1,19 +1,13 @@
-"""DDIM (Song et al. 2021, eqs. 12 and 16): identities, the diffusers oracle, and the b2_6 stage end to end."""
-import importlib
-import json
+"""DDIM (Song et al. 2021, eqs. 12 and 16): identities and the diffusers oracle (the b2_6 stage: test_stages_b.py)."""
 import math
-import sys
-from pathlib import Path
+from functools import partial
 
 import pytest
 import torch
 
-from minidiff.sampling import (ddim_sigma, ddim_step, ddpm_timesteps, iterative_denoise, reverse_step,
+from minidiff.sampling import (ddim_sigma, ddim_step, ddpm_timesteps, iterative_denoise, predict_x0, reverse_step,
                                spaced_timesteps)
 from minidiff.schedule import NoiseSchedule
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "stages"))
 
 COSINE, LINEAR = NoiseSchedule.cosine(), NoiseSchedule.linear()
 PAIRS = [(COSINE, 990, 960), (COSINE, 500, 499), (COSINE, 40, 0), (COSINE, 0, -1),
@@ -24,12 +18,23 @@ def rand(*shape, seed=0, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
+def step(rule, schedule, x_t, t, t_prev, eps_hat, v_hat=None, noise=None, **kw):
+    """One step of the loop with the update rule `rule`: x0_hat, then mean (+ sigma * noise when given)."""
+    mean, sigma = rule(x_t, predict_x0(schedule, x_t, t, eps_hat), eps_hat, v_hat, schedule.alpha_bar_at(t),
+                       schedule.alpha_bar_at(t_prev), **kw)
+    return mean if noise is None or sigma is None else mean + sigma * noise
+
+
+def sigma_of(schedule, t, t_prev, eta):
+    return ddim_sigma(schedule.alpha_bar_at(t), schedule.alpha_bar_at(t_prev), eta)
+
+
 @pytest.mark.parametrize("schedule,t,t_prev", PAIRS)
 def test_eta_0_with_the_exact_eps_moves_along_the_forward_process(schedule, t, t_prev):
     """x_t = sqrt(abar_t) x0 + sqrt(1-abar_t) eps  ->  sqrt(abar_t') x0 + sqrt(1-abar_t') eps, for any stride."""
     x0, eps = rand(2, 3, 8, 8), rand(2, 3, 8, 8, seed=1)
     x_t = schedule.add_noise(x0, t, eps)
-    out = ddim_step(schedule, x_t, t, t_prev, eps, eta=0.0, noise=rand(2, 3, 8, 8, seed=2))   # noise unused
+    out = step(ddim_step, schedule, x_t, t, t_prev, eps, eta=0.0, noise=rand(2, 3, 8, 8, seed=2))   # noise unused
     torch.testing.assert_close(out, schedule.add_noise(x0, t_prev, eps), rtol=1e-10, atol=1e-10)
 
 
@@ -40,8 +45,8 @@ def test_eta_1_one_step_has_the_ddpm_posterior_variance(schedule, t):
     an absolute error of ~1e-7, i.e. a relative error of ~1e-7 / beta_t (3e-4 measured for IF's beta_30 = 1.9e-4)."""
     abar, abar_prev, beta = (float(v) for v in (schedule.alpha_bar[t], schedule.alpha_bar[t - 1], schedule.betas[t]))
     beta_tilde = (1 - abar_prev) / (1 - abar) * beta
-    assert math.isclose(ddim_sigma(schedule, t, t - 1, 1.0) ** 2, beta_tilde, rel_tol=max(1e-5, 2e-7 / beta))
-    assert ddim_sigma(schedule, t, t - 1, 0.0) == 0.0 and ddim_sigma(schedule, t, -1, 1.0) == 0.0
+    assert math.isclose(sigma_of(schedule, t, t - 1, 1.0) ** 2, beta_tilde, rel_tol=max(1e-5, 2e-7 / beta))
+    assert sigma_of(schedule, t, t - 1, 0.0) == 0.0 and sigma_of(schedule, t, -1, 1.0) == 0.0
 
 
 @pytest.mark.parametrize("schedule,t,t_prev", PAIRS)
@@ -50,12 +55,12 @@ def test_eta_1_is_the_strided_ddpm_step_with_the_posterior_variance(schedule, t,
     [A.3] for any stride (1 - abar' - beta_tilde = alpha (1 - abar')^2 / (1 - abar)), and the noise is
     sqrt(beta_tilde) z: reverse_step with IF's variance value v = -1 (frac = 0, log sigma^2 = log beta_tilde)."""
     x_t, eps_hat, z = rand(2, 3, 8, 8), rand(2, 3, 8, 8, seed=1), rand(2, 3, 8, 8, seed=2)
-    torch.testing.assert_close(ddim_step(schedule, x_t, t, t_prev, eps_hat, eta=1.0),
-                               reverse_step(schedule, x_t, t, t_prev, eps_hat))
+    torch.testing.assert_close(step(ddim_step, schedule, x_t, t, t_prev, eps_hat, eta=1.0),
+                               step(reverse_step, schedule, x_t, t, t_prev, eps_hat))
     if t_prev >= 0:
         v = -torch.ones_like(x_t)
-        torch.testing.assert_close(ddim_step(schedule, x_t, t, t_prev, eps_hat, eta=1.0, noise=z),
-                                   reverse_step(schedule, x_t, t, t_prev, eps_hat, v_hat=v, noise=z))
+        torch.testing.assert_close(step(ddim_step, schedule, x_t, t, t_prev, eps_hat, eta=1.0, noise=z),
+                                   step(reverse_step, schedule, x_t, t, t_prev, eps_hat, v_hat=v, noise=z))
 
 
 def test_spaced_timesteps():
@@ -82,10 +87,10 @@ def test_the_loop_with_exact_eps_lands_on_x0_and_eta_0_draws_no_noise(eta):
     g = torch.Generator().manual_seed(0)
     before = g.get_state()
     out = iterative_denoise(point_oracle(LINEAR, x0), LINEAR, x_T, spaced_timesteps(300, 10), generator=g,
-                            step="ddim", eta=eta)
+                            step=partial(ddim_step, eta=eta))
     torch.testing.assert_close(out, x0)
     assert torch.equal(g.get_state(), before) == (eta == 0.0)     # deterministic DDIM consumes no randomness
-    with pytest.raises(ValueError, match="'ddpm' or 'ddim'"):
+    with pytest.raises(TypeError, match="update rule such as reverse_step or ddim_step"):
         iterative_denoise(point_oracle(LINEAR, x0), LINEAR, x_T, [3, 2], step="euler")
 
 
@@ -114,7 +119,8 @@ def test_matches_diffusers_ddim_step(schedule_name, n, eta):
     for i, (t, t_prev) in enumerate(zip(timesteps[:-1], timesteps[1:])):
         x_t, eps_hat, z = (rand(2, 3, 8, 8, seed=10 * i + k, dtype=torch.float32) for k in range(3))
         ref = sched.step(eps_hat, t, x_t, eta=eta, variance_noise=z).prev_sample
-        torch.testing.assert_close(ddim_step(ours, x_t, t, t_prev, eps_hat, eta, noise=z), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(step(ddim_step, ours, x_t, t, t_prev, eps_hat, noise=z, eta=eta), ref,
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_matches_a_diffusers_ddim_sampling_loop():
@@ -129,44 +135,5 @@ def test_matches_a_diffusers_ddim_sampling_loop():
     for t in sched.timesteps.tolist():
         x = sched.step(model(x, t), t, x, eta=0.0).prev_sample
     ours = iterative_denoise(lambda x_t, t: (model(x_t, t), None), LINEAR, x_T, spaced_timesteps(300, 10),
-                             step="ddim")
+                             step=ddim_step)
     torch.testing.assert_close(ours, x, rtol=1e-5, atol=1e-5)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The b2_6 stage on a tiny model and a tiny (untrained) classifier: seconds, never the real training.
-# ---------------------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from minidiff.data import load_mnist
-    from minidiff.evaluate import MNISTClassifier
-    from minidiff.train import TrainConfig, train
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("ddim")
-    x, y = load_mnist()
-    train(TrainConfig.class_conditioned(num_hiddens=8, epochs=1, batch_size=64), root / "model", x[:512], y[:512],
-          progress=False)
-    (root / "out" / "classifier").mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(MNISTClassifier().state_dict(), root / "out" / "classifier" / "mnist_classifier.pt")
-    yield root
-    torch.set_num_threads(threads)
-
-
-def test_stage_b2_6_writes_figure_metrics_and_samples(tiny_run, capsys):
-    stage = importlib.import_module("b2_6_ddim_steps")
-    out = tiny_run / "out"
-    stage.main(["--quick", "--per-digit", "1", "--device", "cpu", "--out", str(out),
-                "--checkpoint", str(tiny_run / "model" / "checkpoint.pt")])
-    d = out / "b2_6_ddim_steps"
-    assert sorted(p.name for p in d.iterdir()) == ["metrics.json", "samples.png", "samples.pt"]
-    printed = capsys.readouterr().out
-    assert all(f"b2_6_ddim_steps/{name}" in printed for name in ("samples.png", "metrics.json", "samples.pt"))
-    metrics = json.loads((d / "metrics.json").read_text())
-    assert list(metrics) == ["ddim_5", "ddim_10", "ddim_20", "ddim_50", "ddpm_300"]
-    assert all(0.0 <= m["class_accuracy"] <= 1.0 and m["n"] == 10 for m in metrics.values())
-    s = torch.load(d / "samples.pt", weights_only=True)
-    assert s["images"].shape == (50, 1, 28, 28) and 0 <= s["images"].min() and s["images"].max() <= 1
-    assert s["labels"].tolist() == list(range(10)) * 5 and len(s["settings"]) == 5

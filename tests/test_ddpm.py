@@ -1,17 +1,14 @@
-"""Part B sampling: the DDPM step equals Ho et al. 2020 Algorithm 2, written out independently here."""
+"""Part B's DDPM (minidiff/ddpm.py): the step and the sampler equal Ho et al. 2020's Algorithms, written out
+independently here; the loss is Algorithm 1; one_hot's "no class"."""
 import math
-import sys
-from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from minidiff import mnist_backbone
+from minidiff import ddpm
 from minidiff.mnist_unet import MNISTUNet, MNISTUNetConfig
-from minidiff.sampling import ddpm_timesteps, reverse_step
+from minidiff.sampling import ddpm_timesteps, predict_x0, reverse_step
 from minidiff.schedule import NoiseSchedule
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "stages"))
-import part_b  # noqa: E402
 
 
 def algorithm2_step(betas, t, x_t, eps_hat, z):
@@ -29,18 +26,21 @@ def test_reverse_step_with_t_prev_t_minus_1_is_algorithm_2():
     for t in [299, 150, 1, 0]:
         x_t, eps_hat, z = (torch.randn(2, 1, 5, 5, generator=g, dtype=torch.float64) for _ in range(3))
         z = z if t > 0 else torch.zeros_like(z)
-        ours = reverse_step(s, x_t, t, t - 1, eps_hat, noise=z)
+        mean, sigma = reverse_step(x_t, predict_x0(s, x_t, t, eps_hat), eps_hat, None, s.alpha_bar_at(t),
+                                   s.alpha_bar_at(t - 1))
+        ours = mean + sigma * z
         assert torch.allclose(ours, algorithm2_step(s.betas, t, x_t, eps_hat, z), atol=1e-5), t
 
 
 def test_part_b_sampler_is_algorithm_2_with_cfg():
-    """part_b.sample (the shared loop + CFG) against a hand-written Algorithm 2 loop with the same noise."""
+    """ddpm.sample (the shared loop + CFG) against a hand-written Algorithm 2 loop with the same noise."""
     torch.manual_seed(0)
-    model = MNISTUNet(MNISTUNetConfig(num_hiddens=8, conditioning="class")).eval()
+    model = MNISTUNet(MNISTUNetConfig(num_hiddens=8, kind="class")).eval()
     digits, gamma = torch.tensor([3, 7]), 5.0
-    ours, _ = part_b.sample(model, 2, torch.Generator().manual_seed(1), digits, gamma)
+    g = torch.Generator().manual_seed(1)
+    ours = ddpm.sample(model, torch.randn(2, 1, 28, 28, generator=g), digits, gamma, g)
 
-    s = mnist_backbone.schedule()
+    s = ddpm.SCHEDULE
     T = s.num_steps
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 1, 28, 28, generator=g)
@@ -63,3 +63,20 @@ def test_linear_schedule_hand_values():
     assert math.isclose(float(s.betas[1]), 1e-4 + (0.02 - 1e-4) / 299, rel_tol=1e-5)
     assert math.isclose(s.alpha_bar_at(1), (1 - 1e-4) * (1 - float(s.betas[1])), rel_tol=1e-6)
     assert s.alpha_bar_at(-1) == 1.0
+
+
+def test_loss_is_algorithm_1_and_one_hot_has_no_class():
+    """L = || eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t / T, c) - eps ||^2, recomputed by hand; the digit
+    -1 is the all-zero vector the class model is trained to read as "no class"."""
+    torch.manual_seed(0)
+    model = MNISTUNet(MNISTUNetConfig(num_hiddens=8, kind="class")).eval()
+    g = torch.Generator().manual_seed(2)
+    x0, eps = torch.rand(4, 1, 28, 28, generator=g), torch.randn(4, 1, 28, 28, generator=g)
+    t = torch.tensor([0, 17, 150, 299])
+    c = ddpm.one_hot([3, -1, 0, 9])
+    assert c.tolist()[1] == [0.0] * 10 and c.sum() == 3 and c[0, 3] == c[2, 0] == c[3, 9] == 1
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 300), 0)[t].view(4, 1, 1, 1)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    with torch.no_grad():
+        want = F.mse_loss(model(x_t, t / 300, c), eps)
+        torch.testing.assert_close(ddpm.loss(model, x0, t, eps, c), want)

@@ -136,7 +136,7 @@ def test_attributes_come_from_the_configs(backbone):
     assert isinstance(backbone, Backbone) and backbone.name == "deepfloyd"
     assert backbone.image_shape == (3, 20, 20)                     # stage I's sample_size, not a hard-coded 64
     assert backbone.timesteps == list(range(990, -1, -30)) and len(backbone.timesteps) == 34
-    assert backbone.threshold is None
+    assert not hasattr(backbone, "threshold")              # Part 0 passes its own; no backbone default
     torch.testing.assert_close(backbone.schedule.alpha_bar, deepfloyd.NoiseSchedule.cosine(1000).alpha_bar)
 
 

@@ -145,7 +145,7 @@ def test_two_processes_equal_one_process_on_the_global_batch(two_process_run, tm
             assert (ours[k] - ref[k]).abs().max() < 2 * 1e-3 * steps, k
         outputs = []
         for state in (ours, ref):
-            model = MNISTUNet(MNISTUNetConfig(num_hiddens=8, conditioning="class")).train()
+            model = MNISTUNet(MNISTUNetConfig(num_hiddens=8, kind="class")).train()
             model.load_state_dict(state)
             with torch.no_grad():
                 outputs.append(model(x_t, t, c))

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,6 @@ from minidiff.data import load_image, load_mnist
 from minidiff.train import TrainConfig, load_checkpoint, load_model, train
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "stages"))
 
 
 def tiny(**kw):
@@ -241,20 +241,16 @@ def test_random_image_files_never_raise_anything_else(tmp_path_factory, monkeypa
 
 def test_a_seed_reproduces_part_b_samples_bit_for_bit():
     """The Part B sampler (DDPM, 300 steps, CFG) and a stochastic DDIM run, twice from the same seed on CPU."""
-    import part_b
-    from minidiff import mnist_backbone
-    from minidiff.guidance import cfg
+    from minidiff import ddpm
     from minidiff.mnist_unet import MNISTUNet, MNISTUNetConfig
-    from minidiff.sampling import iterative_denoise, spaced_timesteps
+    from minidiff.sampling import ddim_step, spaced_timesteps
     torch.manual_seed(0)
-    model = MNISTUNet(MNISTUNetConfig(num_hiddens=8, conditioning="class")).eval()
+    model = MNISTUNet(MNISTUNetConfig(num_hiddens=8, kind="class")).eval()
     digits = torch.tensor([0, 3, 9])
-    a, _ = part_b.sample(model, 3, torch.Generator().manual_seed(7), digits, frame_every=10 ** 9)
-    b, _ = part_b.sample(model, 3, torch.Generator().manual_seed(7), digits, frame_every=10 ** 9)
-    assert torch.equal(a, b)
 
-    eps_fn = cfg(mnist_backbone.model_fn(model), mnist_backbone.one_hot(digits), torch.zeros(1, 10), 5.0)
-    x_T = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    runs = [iterative_denoise(eps_fn, mnist_backbone.schedule(), x_T, spaced_timesteps(300, 10),
-                              generator=torch.Generator().manual_seed(2), step="ddim", eta=0.5) for _ in range(2)]
-    assert torch.equal(*runs)
+    def draw(seed, **kw):
+        g = torch.Generator().manual_seed(seed)
+        return ddpm.sample(model, torch.randn(3, 1, 28, 28, generator=g), digits, generator=g, **kw)
+    assert torch.equal(draw(7), draw(7))
+    ddim = dict(timesteps=spaced_timesteps(300, 10), step=partial(ddim_step, eta=0.5))
+    assert torch.equal(draw(2, **ddim), draw(2, **ddim))

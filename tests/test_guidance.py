@@ -54,8 +54,7 @@ def test_conditional_repeats_cond(conds):
     torch.testing.assert_close(eps, m(x, 3, conds[0].expand(B, -1))[0])
 
 
-VIEWS = [G.identity(), G.flip_vertical(), G.flip_horizontal(), G.rotate(90), G.rotate(180), G.rotate(270),
-         G.negate(), G.patch_permute(4), G.patch_permute(8, seed=3)]
+VIEWS = [G.identity(), G.patch_permute(8, seed=3)] + [G.view(name, H) for name in G.VIEWS]   # every --view too
 
 
 @pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.name)
@@ -84,6 +83,10 @@ def test_views_are_the_named_transforms():
         G.patch_permute(5).apply(x)
     with pytest.raises(ValueError, match="90, 180 or 270"):
         G.rotate(45)
+    assert [G.view(name, 28).name for name in G.VIEWS] == ["flip", "mirror", "rot90", "rot180", "rot270", "negate",
+                                                          "patches7"]        # the jigsaw: 4 x 4 patches of 7 px
+    with pytest.raises(ValueError, match="no view 'spin'"):
+        G.view("spin", 28)
 
 
 def test_anagram_of_identical_equivariant_estimators_is_the_estimator():

@@ -227,6 +227,20 @@ def test_hub_errors_are_one_line_and_say_what_to_do(fake_hub, error, words):
     one_line_with_fix(err, *words)
 
 
+def test_is_available_asks_folders_and_the_cache_never_the_network(offline_cache, tmp_path, tiny_unet):
+    """The offline query `--backbone auto` makes, with the loaders' folder-or-repo-id rule."""
+    d, sd = tiny_unet
+    folder = write_unet(tmp_path / "repo", d, sd)
+    assert hub.is_available(folder, "unet", ["config.json"])
+    assert not hub.is_available(folder, "unet", ["diffusion_pytorch_model.safetensors"])      # only fp16 there
+    assert not hub.is_available(tmp_path / "nowhere", "unet", ["config.json"])                 # a path, no folder
+    assert not hub.is_available("not a repo id!", "unet", ["config.json"])
+    assert not hub.is_available("Org/Tiny-IF-II", "unet", ["config.json"])                      # not downloaded
+    write_hub_cache(offline_cache, "Org/Tiny-IF-II", folder)
+    assert hub.is_available("Org/Tiny-IF-II", "unet", ["x.json", "config.json"])
+    assert hub.is_available("Org/Tiny-IF-II", "unet", ["config.json"], revision=COMMIT)
+
+
 def test_nothing_cached_offline_for_real(offline_cache):
     with pytest.raises(LoadError) as err:
         load_unet("Org/Never-Downloaded")

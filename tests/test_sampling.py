@@ -17,6 +17,16 @@ def rand(*shape, seed=0, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
+def step(schedule, x_t, t, t_prev, eps_hat, v_hat=None, noise=None, threshold=None):
+    """One step of the loop, spelled out: x0_hat from eps_hat (thresholded if asked), then reverse_step's mean,
+    plus sigma * noise when noise is given."""
+    x0_hat = predict_x0(schedule, x_t, t, eps_hat)
+    if threshold is not None:
+        x0_hat = dynamic_threshold(x0_hat, threshold)
+    mean, sigma = reverse_step(x_t, x0_hat, eps_hat, v_hat, schedule.alpha_bar_at(t), schedule.alpha_bar_at(t_prev))
+    return mean if noise is None else mean + sigma * noise
+
+
 def point_oracle(schedule, x0):
     """The exact noise estimator of a data set with one image x0: eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)."""
     def eps_fn(x_t, t):
@@ -52,7 +62,7 @@ def test_step_to_t_minus_1_is_the_ddpm_posterior_mean(schedule, t):
     beta = schedule.betas.double()[t]
     x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
     mu = abar_prev.sqrt() * beta / (1 - abar) * x0 + (1 - beta).sqrt() * (1 - abar_prev) / (1 - abar) * x_t
-    torch.testing.assert_close(reverse_step(schedule, x_t, t, t - 1, eps), mu, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(step(schedule, x_t, t, t - 1, eps), mu, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("t,t_prev", [(990, 960), (690, 660), (30, 0), (0, -1), (500, 200)])
@@ -61,13 +71,13 @@ def test_exact_eps_maps_scaled_x0_to_scaled_x0(t, t_prev):
     mean of a noiseless trajectory), for any stride."""
     x0 = rand(1, 3, 8, 8)
     x_t = math.sqrt(COSINE.alpha_bar_at(t)) * x0
-    out = reverse_step(COSINE, x_t, t, t_prev, torch.zeros_like(x0))
+    out = step(COSINE, x_t, t, t_prev, torch.zeros_like(x0))
     torch.testing.assert_close(out, math.sqrt(COSINE.alpha_bar_at(t_prev)) * x0)
 
 
 def noise_term(schedule, t, t_prev, v_hat, z):
     x_t, eps = rand(1, 3, 8, 8, seed=3), rand(1, 3, 8, 8, seed=4)
-    return reverse_step(schedule, x_t, t, t_prev, eps, v_hat, noise=z) - reverse_step(schedule, x_t, t, t_prev, eps)
+    return step(schedule, x_t, t, t_prev, eps, v_hat, noise=z) - step(schedule, x_t, t, t_prev, eps)
 
 
 @pytest.mark.parametrize("t,t_prev", [(990, 960), (300, 270), (30, 0)])
@@ -95,11 +105,11 @@ def test_fixed_variance_is_beta_and_noise_is_added_exactly():
                                rtol=1e-5, atol=1e-6)
 
 
-def test_reverse_step_rejects_forward_time_and_follows_dtype():
+def test_the_loop_rejects_forward_time_and_the_step_follows_dtype():
     with pytest.raises(ValueError, match="backwards"):
-        reverse_step(COSINE, rand(1, 1, 2, 2), 10, 10, rand(1, 1, 2, 2))
+        iterative_denoise(lambda x_t, t: (x_t, None), COSINE, rand(1, 1, 2, 2), [20, 10, 10])
     x = rand(1, 1, 4, 4, dtype=torch.float32)
-    assert reverse_step(COSINE, x, 10, 5, x, torch.zeros_like(x), torch.randn_like(x)).dtype == torch.float32
+    assert step(COSINE, x, 10, 5, x, torch.zeros_like(x), torch.randn_like(x)).dtype == torch.float32
 
 
 def test_dynamic_threshold():
@@ -130,8 +140,8 @@ def test_learned_range_step_matches_diffusers(i):
     v = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(9)) * 2 - 1
     out = sched.step(torch.cat([eps, v], 1), t, x_t, generator=torch.Generator().manual_seed(10)).prev_sample
     z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(10))
-    mean = reverse_step(COSINE, x_t, t, t_prev, eps)
-    ours = reverse_step(COSINE, x_t, t, t_prev, eps, v, noise=z)
+    mean = step(COSINE, x_t, t, t_prev, eps)
+    ours = step(COSINE, x_t, t, t_prev, eps, v, noise=z)
     their_sigma_z = torch.exp(0.5 * sched._get_variance(t, predicted_variance=v)) * z
     torch.testing.assert_close(out - their_sigma_z, mean, rtol=1e-4, atol=1e-4)        # the mean [A.3]
     torch.testing.assert_close(ours - mean, their_sigma_z, rtol=1e-4, atol=1e-5)       # the variance term
@@ -145,7 +155,7 @@ def test_thresholded_step_matches_diffusers():
     v = torch.zeros_like(x_t)
     out = sched.step(torch.cat([eps, v], 1), 960, x_t, generator=torch.Generator().manual_seed(0)).prev_sample
     z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(reverse_step(COSINE, x_t, 960, 930, eps, v, z, threshold=1.5), out,
+    torch.testing.assert_close(step(COSINE, x_t, 960, 930, eps, v, z, threshold=1.5), out,
                                rtol=1e-4, atol=1e-4)
 
 
@@ -208,9 +218,36 @@ def test_loop_shows_a_progress_bar_in_a_terminal_only(monkeypatch):
     eps_fn = lambda x_t, t: (torch.zeros_like(x_t), None)
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    iterative_denoise(eps_fn, COSINE, x, ts, i_start=30, generator=torch.Generator().manual_seed(0))
+    iterative_denoise(eps_fn, COSINE, x, ts, i_start=30, generator=torch.Generator().manual_seed(0), progress=True)
     assert "denoising:" in terminal.getvalue() and "/3 " in terminal.getvalue()   # 3 steps: i = 30, 31, 32
     pipe = io.StringIO()                                                          # isatty() is False
     monkeypatch.setattr(sys, "stderr", pipe)
-    iterative_denoise(eps_fn, COSINE, x, ts, i_start=30, generator=torch.Generator().manual_seed(0))
+    iterative_denoise(eps_fn, COSINE, x, ts, i_start=30, generator=torch.Generator().manual_seed(0), progress=True)
     assert pipe.getvalue() == ""
+    terminal = _Terminal()                                                        # progress is a choice
+    monkeypatch.setattr(sys, "stderr", terminal)
+    iterative_denoise(eps_fn, COSINE, x, ts, i_start=30, generator=torch.Generator().manual_seed(0))
+    assert terminal.getvalue() == ""
+
+
+def test_an_update_rule_is_a_function_that_gets_the_one_x0_hat_of_the_step():
+    """The loop computes x0_hat once per step (thresholded once) and hands the same tensor to the update rule and
+    to the callback; a new sampler is a plain function of (x_t, x0_hat, eps_hat, v_hat, abar_t, abar_t')."""
+    seen_by_step, seen_by_callback = [], []
+
+    def move_along_eps(x_t, x0_hat, eps_hat, v_hat, alpha_bar, alpha_bar_prev):   # DDIM with eta = 0, by hand
+        seen_by_step.append(x0_hat)
+        return math.sqrt(alpha_bar_prev) * x0_hat + math.sqrt(1 - alpha_bar_prev) * eps_hat, None
+
+    x = 3 * rand(1, 3, 8, 8, seed=14)
+    eps_fn = lambda x_t, t: (torch.tanh(x_t), None)                                  # noqa: E731
+    ts = strided_timesteps()
+    g = torch.Generator().manual_seed(0)
+    before = g.get_state()
+    out = iterative_denoise(eps_fn, COSINE, x, ts, i_start=28, step=move_along_eps, threshold=1.5, generator=g,
+                            callback=lambda i, t, x_t, x0_hat: seen_by_callback.append(x0_hat))
+    assert len(seen_by_step) == len(ts) - 1 - 28 and all(a is b for a, b in zip(seen_by_step, seen_by_callback))
+    assert torch.equal(g.get_state(), before)                           # sigma None: no noise drawn
+    from minidiff.sampling import ddim_step
+    torch.testing.assert_close(out, iterative_denoise(eps_fn, COSINE, x, ts, i_start=28, step=ddim_step,
+                                                      threshold=1.5))

@@ -42,18 +42,19 @@ def checkpoint(tmp_path_factory):
 
 
 def run(stage, checkpoint, out, *extra):
-    importlib.import_module(stage).main(["--backbone", "mnist", "--quick", "--device", "cpu",
-                                         "--checkpoint", str(checkpoint), "--out", str(out), *extra])
-    return out / stage
+    """The stage's main() on the tiny MNIST backbone: its record (rec.out is the stage's folder)."""
+    return importlib.import_module(stage).main(["--backbone", "mnist", "--quick", "--device", "cpu",
+                                                "--checkpoint", str(checkpoint), "--out", str(out), *extra])
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
-def test_stage_writes_its_figures_and_samples(stage, checkpoint, tmp_path, capsys):
-    d = run(stage, checkpoint, tmp_path)
-    assert sorted(p.name for p in d.iterdir()) == sorted(STAGES[stage])
-    printed = capsys.readouterr().out
+def test_stage_writes_its_figures_and_samples(stage, checkpoint, tmp_path):
+    rec = run(stage, checkpoint, tmp_path)
+    d = rec.out
+    assert d == tmp_path.resolve() / stage and sorted(p.name for p in d.iterdir()) == sorted(STAGES[stage])
+    assert sorted(rec.files) == sorted(d / name for name in STAGES[stage])         # it reports what it wrote
     for name in STAGES[stage]:
-        assert (d / name).stat().st_size > 0 and f"{stage}/{name}" in printed
+        assert (d / name).stat().st_size > 0
     if "samples.pt" in STAGES[stage]:
         s = torch.load(d / "samples.pt", weights_only=True)
         images = s["images"]
@@ -66,24 +67,26 @@ def test_stage_writes_its_figures_and_samples(stage, checkpoint, tmp_path, capsy
 
 
 def test_cfg_stage_is_deterministic_and_labelled(checkpoint, tmp_path):
-    a = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "a") / "samples.pt", weights_only=True)
-    b = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "b") / "samples.pt", weights_only=True)
-    c = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "c", "--seed", "1") / "samples.pt", weights_only=True)
+    a = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "a").out / "samples.pt", weights_only=True)
+    b = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "b").out / "samples.pt", weights_only=True)
+    c = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "c", "--seed", "1").out / "samples.pt", weights_only=True)
     assert torch.equal(a["images"], b["images"]) and not torch.equal(a["images"], c["images"])
     assert a["labels"].tolist() == [0, 1]                  # --quick: the first two digit prompts
-    d = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "d", "--prompt", "3", "", "9") / "samples.pt",
+    d = torch.load(run("a1_6_cfg", checkpoint, tmp_path / "d", "--prompt", "3", "", "9").out / "samples.pt",
                    weights_only=True)
     assert d["prompts"] == ["3", "", "9"] and "labels" not in d   # "" is unconditional: no label for all
 
 
 def test_anagram_stage_takes_a_view_and_prompts(checkpoint, tmp_path):
-    d = run("a1_8_visual_anagrams", checkpoint, tmp_path, "--view", "rot180", "--prompt", "6", "9")
+    d = run("a1_8_visual_anagrams", checkpoint, tmp_path, "--view", "rot180", "--prompt", "6", "9").out
     s = torch.load(d / "samples.pt", weights_only=True)
     assert s["prompts"] == ["6|9"] * 2 and s["images"].shape == (2, 1, 28, 28)
+    d = run("a1_8_visual_anagrams", checkpoint, tmp_path, "--prompt", "6", "9", "--num-samples", "3").out
+    assert torch.load(d / "samples.pt", weights_only=True)["images"].shape == (3, 1, 28, 28)   # not cut by --quick
 
 
 def test_anagram_stage_jigsaw_and_no_negation_on_mnist(checkpoint, tmp_path):
-    d = run("a1_8_visual_anagrams", checkpoint, tmp_path, "--view", "patches", "--prompt", "1", "7")
+    d = run("a1_8_visual_anagrams", checkpoint, tmp_path, "--view", "patches", "--prompt", "1", "7").out
     assert torch.load(d / "samples.pt", weights_only=True)["images"].shape == (2, 1, 28, 28)
     with pytest.raises(ValueError, match="pick another --view"):        # -x of a [0, 1] digit is no image
         run("a1_8_visual_anagrams", checkpoint, tmp_path, "--view", "negate")
@@ -104,15 +107,15 @@ def test_stages_refuse_inputs_they_would_ignore(stage, args, message, capsys):
 
 
 def test_sdedit_stage_takes_an_image(checkpoint, tmp_path):
-    d = run("a1_7_image_to_image", checkpoint, tmp_path, "--image", str(REPO / "data/drawings/sketch_4.png"))
+    d = run("a1_7_image_to_image", checkpoint, tmp_path, "--image", str(REPO / "data/drawings/sketch_4.png")).out
     assert torch.load(d / "samples.pt", weights_only=True)["images"].shape == (6, 1, 28, 28)   # six i_start
 
 
-def test_backbone_choice_and_errors(checkpoint, tmp_path, capsys):
+def test_backbone_choice_and_errors(checkpoint, tmp_path):
     stage = importlib.import_module("a1_5_sampling")
     common = ["--quick", "--device", "cpu", "--out", str(tmp_path)]
-    stage.main(["--backbone", "auto", "--checkpoint", str(checkpoint), *common])   # no IF weights offline
-    assert "backbone: mnist (" in capsys.readouterr().out
+    rec = stage.main(["--backbone", "auto", "--checkpoint", str(checkpoint), *common])   # no IF weights offline
+    assert rec.notes[0].startswith("backbone: mnist (DeepFloyd IF not available: ")
     with pytest.raises(FileNotFoundError, match=f"b2_4_train_class_conditioned.py --quick --out {tmp_path}`"):
         stage.main(["--backbone", "mnist", "--checkpoint", str(tmp_path / "none.pt"), *common])
     with pytest.raises(ValueError, match="digits '0'..'9'"):
@@ -133,7 +136,7 @@ def test_mnist_backbone_interface(checkpoint):
     from minidiff.mnist_backbone import MNISTBackbone
     from minidiff.mnist_unet import MNISTUNet, MNISTUNetConfig
     bb = MNISTBackbone.from_checkpoint(checkpoint)
-    assert isinstance(bb, Backbone) and bb.name == "mnist" and bb.threshold is None
+    assert isinstance(bb, Backbone) and bb.name == "mnist" and not hasattr(bb, "threshold")   # not the backbone's
     assert bb.timesteps == list(range(290, -1, -10)) and bb.image_shape == (1, 28, 28)
     assert bb.schedule.num_steps == 300
     c = bb.embed(["3", "", " 0 "])
@@ -152,3 +155,93 @@ def test_mnist_backbone_interface(checkpoint):
             bb.embed(bad)
     with pytest.raises(ValueError, match="class-conditioned"):
         MNISTBackbone(MNISTUNet(MNISTUNetConfig(num_hiddens=8)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A third backbone is an adapter and one registry line: every Part A stage runs on it with no stage edit.
+# ---------------------------------------------------------------------------------------------------------------
+
+class ToyBackbone:
+    """The exact noise estimator of a world with two 24 x 24 images, a square and a cross (the prompts; "" is their
+    mean), on Part B's linear schedule: eps_hat = (x_t - sqrt(abar_t) x0_c) / sqrt(1 - abar_t)."""
+
+    name = "toy"
+    image_shape = (1, 24, 24)
+
+    def __init__(self):
+        from minidiff.schedule import NoiseSchedule
+        self.schedule = NoiseSchedule.linear(1e-4, 0.02, 300)
+        self.timesteps = list(range(290, -1, -10))
+        square, cross = torch.zeros(1, 24, 24), torch.zeros(1, 24, 24)
+        square[:, 6:18, 6:18] = 1
+        cross[:, 10:14, :] = cross[:, :, 10:14] = 1
+        self.images = {"square": square, "cross": cross, "": (square + cross) / 2}
+
+    def model_fn(self, x_t, t, cond):
+        a = self.schedule.alpha_bar_at(t)
+        x0 = cond.view(-1, *self.image_shape)                                   # cond: the flattened image
+        return (x_t - a ** 0.5 * x0) / (1 - a) ** 0.5, None
+
+    def embed(self, prompts):
+        if any(p not in self.images for p in prompts):
+            raise ValueError(f"the toy backbone knows 'square', 'cross' and '', got {prompts}")
+        return torch.stack([self.images[p].flatten() for p in prompts])
+
+    def load_image(self, path):
+        from minidiff.data import load_image
+        return load_image(path, 24, channels=1)
+
+    def to_unit(self, x):
+        return x.clamp(0, 1)
+
+    def test_images(self):
+        return [("square", self.images["square"][None]), ("cross", self.images["cross"][None])]
+
+    def upsample(self, x, prompts):
+        return x
+
+
+TOY_FLAGS = {   # what each stage needs on a backbone it has no defaults for: the flags its one-line errors name
+    "a1_1_forward": [], "a1_2_classical_denoising": ["--blur-sigma", "1"], "a1_3_one_step_denoising": ["--prompt", ""],
+    "a1_4_iterative_denoising": ["--prompt", "", "--blur-sigma", "1"], "a1_5_sampling": ["--prompt", "square"],
+    "a1_6_cfg": ["--prompt", "square", "cross"], "a1_7_image_to_image": ["--prompt", ""],
+    "a1_7_1_hand_drawn_and_web": ["--prompt", "", "--image", str(REPO / "data/sketches/house.png")],
+    "a1_7_2_inpainting": ["--prompt", "cross"], "a1_7_3_text_conditioned": ["--prompt", "cross", "square"],
+    "a1_8_visual_anagrams": ["--prompt", "square", "cross", "--num-samples", "1"],
+    "a1_10_hybrid_images": ["--prompt", "square", "cross", "--num-samples", "1"],
+}
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    import part_a
+    monkeypatch.setitem(part_a.BACKBONES, "toy", lambda args, dev: ToyBackbone())     # the one registry line
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_every_stage_runs_on_a_new_backbone_registered_in_one_line(stage, toy, tmp_path):
+    assert sorted(TOY_FLAGS) == sorted(STAGES)
+    rec = importlib.import_module(stage).main(["--backbone", "toy", "--quick", "--out", str(tmp_path), "--device",
+                                               "cpu", *TOY_FLAGS[stage]])
+    assert sorted(p.name for p in rec.out.iterdir()) == sorted(STAGES[stage])
+    if "samples.pt" in STAGES[stage]:
+        images = torch.load(rec.out / "samples.pt", weights_only=True)["images"]
+        assert images.shape[1:] == (1, 24, 24) and 0 <= images.min() and images.max() <= 1
+
+
+def test_sampling_on_the_toy_backbone_draws_its_prompt(toy, tmp_path):
+    """The exact estimator of a two-image world samples the image it is asked for (so the stages really ran it)."""
+    rec = importlib.import_module("a1_6_cfg").main(["--backbone", "toy", "--out", str(tmp_path), "--device", "cpu",
+                                                    "--prompt", "square", "cross"])
+    images = torch.load(rec.out / "samples.pt", weights_only=True)["images"]
+    want = ToyBackbone().images
+    assert (images[0] - want["square"]).abs().max() < 0.1 and (images[1] - want["cross"]).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("stage, flag", [("a1_6_cfg", "--prompt"), ("a1_2_classical_denoising", "--blur-sigma"),
+                                         ("a1_7_1_hand_drawn_and_web", "--prompt"),
+                                         ("a1_8_visual_anagrams", "--prompt")])
+def test_a_stage_without_defaults_for_a_backbone_names_the_flag(stage, flag, toy, tmp_path):
+    with pytest.raises(ValueError) as e:
+        importlib.import_module(stage).main(["--backbone", "toy", "--out", str(tmp_path), "--device", "cpu"])
+    assert str(e.value) == f"this stage has no default for {flag} with the 'toy' backbone: pass {flag}"

@@ -2,6 +2,7 @@
 stage succeeds and writes the figures its docstring names; a stage with missing input fails with its one-line
 error and the run goes on."""
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -48,9 +49,10 @@ def test_part_b_pipeline_runs_in_order_and_writes_every_figure(out, capsys):
         section = run_all.run_stage(stage, args, extra)
         assert section["status"].startswith("ok"), (stage, section["status"])
         assert sorted(p.name for p in (out / stage).iterdir()) == sorted(files), stage
-        assert sorted(section["files"]) == sorted(out / stage / f for f in files), stage   # "wrote ..." lines
+        assert sorted(section["files"]) == sorted(out / stage / f for f in files), stage   # the stage's record
     printed = capsys.readouterr().out
     assert "=== b2_5_sample_class_conditioned" in printed and "class accuracy" in printed
+    assert f"wrote {out / 'b2_5_sample_class_conditioned' / 'metrics.json'}" in printed       # shown to humans
 
     metrics = json.loads((out / "b2_5_sample_class_conditioned" / "metrics.json").read_text())
     assert list(metrics) == ["epoch1"] and metrics["epoch1"]["n"] == 20
@@ -100,6 +102,8 @@ def test_sampling_a_training_run_that_stopped_early_uses_its_latest_weights(out,
                                 ["--checkpoint", str(run / "checkpoint.pt"), "--per-digit", "1"])
     assert section["status"].startswith("ok"), section["status"]
     assert "stopped after epoch 2 of 3" in capsys.readouterr().out
+    assert any(note.endswith("stopped after epoch 2 of 3: sampling it as it is (rerun the training stage to finish)")
+               for note in section["notes"])
     metrics = json.loads((out / "b2_5_sample_class_conditioned" / "metrics.json").read_text())
     assert list(metrics) == ["epoch1", "epoch2"]
     # --epoch: one snapshot only (each takes ~100 CPU minutes in the report profile)
@@ -117,3 +121,41 @@ def test_run_all_finds_the_figures_of_a_relative_out_from_another_folder(tmp_pat
     section = run_all.run_stage("b1_2_noising", args, [])
     assert section["files"] == [tmp_path / "rel_out" / "b1_2_noising" / "noising.png"]
     assert section["files"][0].is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The b2_6 stage (DDIM steps) alone, on a tiny model and a tiny (untrained) classifier: seconds.
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from minidiff.data import load_mnist
+    from minidiff.evaluate import MNISTClassifier
+    from minidiff.train import TrainConfig, train
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("ddim")
+    x, y = load_mnist()
+    train(TrainConfig.class_conditioned(num_hiddens=8, epochs=1, batch_size=64), root / "model", x[:512], y[:512],
+          progress=False)
+    (root / "out" / "classifier").mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(MNISTClassifier().state_dict(), root / "out" / "classifier" / "mnist_classifier.pt")
+    yield root
+    torch.set_num_threads(threads)
+
+
+def test_stage_b2_6_writes_figure_metrics_and_samples(tiny_run):
+    stage = importlib.import_module("b2_6_ddim_steps")
+    out = tiny_run / "out"
+    rec = stage.main(["--quick", "--per-digit", "1", "--device", "cpu", "--out", str(out),
+                      "--checkpoint", str(tiny_run / "model" / "checkpoint.pt")])
+    d = out / "b2_6_ddim_steps"
+    assert sorted(p.name for p in d.iterdir()) == ["metrics.json", "samples.png", "samples.pt"]
+    assert rec.files == [d / name for name in ("samples.png", "metrics.json", "samples.pt")]   # what it reports
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert list(metrics) == ["ddim_5", "ddim_10", "ddim_20", "ddim_50", "ddpm_300"] and rec.metrics == metrics
+    assert all(0.0 <= m["class_accuracy"] <= 1.0 and m["n"] == 10 for m in metrics.values())
+    s = torch.load(d / "samples.pt", weights_only=True)
+    assert s["images"].shape == (50, 1, 28, 28) and 0 <= s["images"].min() and s["images"].max() <= 1
+    assert s["labels"].tolist() == list(range(10)) * 5 and len(s["settings"]) == 5

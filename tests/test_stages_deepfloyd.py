@@ -33,15 +33,15 @@ def env(tmp_path_factory):
 
 @pytest.fixture
 def run(env, monkeypatch, tmp_path):
-    """run(stage, *args) -> the stage's output folder, after main() with the tiny IF folders on the CPU."""
+    """run(stage, *args) -> the stage's record (rec.out: its output folder), after main() with the tiny IF folders
+    on the CPU."""
     one, two, cache = env
     monkeypatch.setenv(P.CACHE_ENV, str(cache))
 
-    def run(stage: str, *args: str, out: Path = tmp_path / "out") -> Path:
+    def run(stage: str, *args: str, out: Path = tmp_path / "out"):
         module = importlib.import_module(stage)
-        module.main(["--backbone", "deepfloyd", "--model", str(one), "--stage2", str(two), "--device", "cpu",
-                     "--out", str(out), *args])
-        return out / stage
+        return module.main(["--backbone", "deepfloyd", "--model", str(one), "--stage2", str(two), "--device", "cpu",
+                            "--out", str(out), *args])
     return run
 
 
@@ -54,44 +54,44 @@ def check_samples(folder: Path, n_min: int, size: int) -> dict:
     return d
 
 
-def test_part0_sampling_is_deterministic(run, capsys, tmp_path):
+def test_part0_sampling_is_deterministic(run, tmp_path):
     """The report's three prompts at two step settings (the defaults 5, 10, 20 only cost more)."""
-    out = run("a0_sampling", "--steps", "2", "3", out=tmp_path / "first")
+    rec = run("a0_sampling", "--steps", "2", "3", out=tmp_path / "first")
+    out = rec.out
     for n in (2, 3):
         assert (out / f"samples_{n}_steps.png").stat().st_size > 0
     d = check_samples(out, 6, 40)                                       # stage II: the tiny IF-II's 40 px
     assert d["images"].shape[0] == 6 and d["stage1"].shape == (6, 3, 20, 20)
     assert d["num_inference_steps"].tolist() == [2] * 3 + [3] * 3
     assert d["prompts"][:3] == ["an oil painting of a snowy mountain village", "a man wearing a hat", "a rocket ship"]
-    printed = capsys.readouterr().out
-    assert "samples_3_steps.png" in printed and "samples.pt" in printed
+    assert [f.name for f in rec.files] == ["samples_2_steps.png", "samples_3_steps.png", "samples.pt"]
     # the seed is reset for every setting: a run of the first setting alone gives the same images, bit for bit
-    again = check_samples(run("a0_sampling", "--steps", "2", out=tmp_path / "second"), 3, 40)
+    again = check_samples(run("a0_sampling", "--steps", "2", out=tmp_path / "second").out, 3, 40)
     for key in ("images", "stage1"):
         torch.testing.assert_close(d[key][:3], again[key], rtol=0, atol=0)
 
 
 def test_cfg(run):
-    out = run("a1_6_cfg", "--prompt", "a high quality photo")
+    out = run("a1_6_cfg", "--prompt", "a high quality photo").out
     assert (out / "samples.png").is_file()
     assert check_samples(out, 1, 40)["prompts"] == ["a high quality photo"]   # upsampled by stage II
 
 
 def test_sdedit(run):
-    out = run("a1_7_image_to_image", "--image", str(DATA / "rocket.png"))
+    out = run("a1_7_image_to_image", "--image", str(DATA / "rocket.png")).out
     assert (out / "edits.png").is_file()
     check_samples(out, 6, 20)                                           # stage I size: no upsampling
 
 
 def test_inpainting(run):
-    out = run("a1_7_2_inpainting", "--image", str(DATA / "chelsea.png"))
+    out = run("a1_7_2_inpainting", "--image", str(DATA / "chelsea.png")).out
     assert (out / "inpainting.png").is_file()
     check_samples(out, 1, 20)
 
 
 def test_visual_anagrams(run):
     out = run("a1_8_visual_anagrams", "--prompt", "an oil painting of an old man",
-              "an oil painting of people around a campfire")
+              "an oil painting of people around a campfire").out
     assert (out / "anagrams.png").is_file()
     d = check_samples(out, 1, 40)
     assert d["prompts"][0] == "an oil painting of an old man|an oil painting of people around a campfire"
@@ -114,7 +114,7 @@ def test_hybrid_images(run, monkeypatch):
     from minidiff import guidance, viz
     tables = []
     monkeypatch.setattr(viz, "save_table", lambda rows, path, **kw: tables.append(rows) or path)
-    out = run("a1_10_hybrid_images", "--prompt", "a lithograph of a skull", "a lithograph of waterfalls")
+    out = run("a1_10_hybrid_images", "--prompt", "a lithograph of a skull", "a lithograph of waterfalls").out
     check_samples(out, 1, 40)
     near, far = torch.stack(tables[0][0]), torch.stack(tables[0][1])        # (1, 3, 40, 40) each
     # "seen from afar" is the sampling's low-pass (kernel 33, sigma 2 at stage I's 20 px) at stage II's 40 px

@@ -4,7 +4,7 @@ import torch
 
 from minidiff import train as train_mod
 from minidiff.data import load_mnist
-from minidiff.train import TrainConfig, load_checkpoint, load_model, train
+from minidiff.train import TrainConfig, load_checkpoint, load_model, train, training_run
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +144,16 @@ def test_compiled_training_matches_eager(tmp_path, subset):
     assert torch.allclose(torch.tensor(compiled["losses"]), torch.tensor(eager["losses"]), rtol=1e-3)
     a, b = _outputs(tmp_path / "a" / "checkpoint.pt", subset), _outputs(tmp_path / "b" / "checkpoint.pt", subset)
     assert _relative_error(b, a) < 0.01
+
+
+def test_training_run_lists_the_snapshots_then_the_latest_epoch(tmp_path, subset):
+    train(tiny(epochs=3, snapshot_epochs=(1, 2)), tmp_path, *subset, progress=False)
+    run = training_run(tmp_path / "checkpoint.pt")
+    assert run.finished and (run.epoch, run.epochs) == (3, 3)
+    assert run.weights == [(e, tmp_path / f"model_epoch{e}.pt") for e in (1, 2, 3)]
+    (tmp_path / "model_epoch3.pt").unlink()                  # stopped before the last snapshot was written
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    state["config"]["epochs"] = 4                            # ... of a longer run
+    torch.save(state, tmp_path / "checkpoint.pt")
+    run = training_run(tmp_path / "checkpoint.pt")
+    assert not run.finished and run.weights[-1] == (3, tmp_path / "checkpoint.pt")   # its weights are in there

@@ -1,7 +1,8 @@
-"""Figures: the image grid every figure is made of."""
+"""Figures: the image grid every figure is made of, the loss curve's moving average, the HTML report."""
+import numpy as np
 import torch
 
-from minidiff.viz import tile
+from minidiff.viz import moving_average, tile
 
 
 def test_tile_places_images_row_by_row_on_white_padding():
@@ -26,3 +27,11 @@ def test_report_shows_a_failure_in_red_and_notes_as_notes(tmp_path):
                         tmp_path / "report.html", "report").read_text()
     assert "<p class='meta'>epoch 2: class accuracy 1.0</p>" in page
     assert page.count("class='missing'") == 1 and "<p class='missing'>error: no trained model at x</p>" in page
+
+
+def test_the_moving_average_is_centred_on_its_window():
+    """A straight line is its own centred moving average (a trailing one would lag by (window - 1) / 2 steps)."""
+    losses = 3.0 - 0.01 * np.arange(1, 201)                                     # loss at 1-based step k: 3 - 0.01 k
+    centres, means = moving_average(losses, 50)
+    assert len(means) == 151 and centres[0] == 25.5 and centres[-1] == 175.5
+    np.testing.assert_allclose(means, 3.0 - 0.01 * centres)

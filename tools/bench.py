@@ -1,7 +1,7 @@
-"""Benchmarks: `python -m minidiff.bench [train|sample|unet|load|all] [--json FILE]`.
+"""Benchmarks: `python tools/bench.py [train|sample|unet|load|all] [--json FILE]` (`make bench` runs all).
 
-Each benchmark is a function registered in BENCHES (name -> function returning a list of row dicts);
-`all` runs every registered one. The rows are printed as a table and, with --json, written to a file.
+Each benchmark is a function returning a list of row dicts, listed in BENCHES at the end; `all` runs every one.
+The rows are printed as a table and, with --json, written to a file. The figures live in the README, measured.
 
 - train: Part B training images/s and GFLOP/s per model, as a fraction of a conv2d microbenchmark of the same
   shapes run in the same process; then the class model with channels_last, bf16 autocast and torch.compile.
@@ -29,23 +29,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from minidiff.schedule import NoiseSchedule
-from minidiff.unet_if import IFUNet, IFUNetConfig
+TOOLS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS.parent))  # run from a checkout without installing
 
-BENCHES: dict[str, Callable[[], list[dict]]] = {}
-
-
-def register(name: str):
-    """Decorator: BENCHES[name] = fn. Other modules add their benchmarks the same way."""
-    def add(fn):
-        BENCHES[name] = fn
-        return fn
-    return add
-
+from minidiff.schedule import NoiseSchedule  # noqa: E402
+from minidiff.unet_if import IFUNet, IFUNetConfig  # noqa: E402
 
 # Mid-size IF-shaped UNet: stage I block types, 64 px, a 4096-wide prompt; 70 M parameters (IF-I-XL: 4.3 B).
 UNET_BENCH_CONFIG = IFUNetConfig(block_out_channels=(64, 128, 192, 256), layers_per_block=(2, 2, 2, 2),
@@ -61,7 +52,6 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t0
 
 
-@register("unet")
 def bench_unet(repeats: int = 4) -> list[dict]:
     config = UNET_BENCH_CONFIG
     torch.manual_seed(0)
@@ -116,7 +106,6 @@ def _load_child(folder: str, dtype: str) -> None:
     print(json.dumps({"baseline_mb": baseline, "peak_mb": max_rss_mb(), "load_s": seconds}))
 
 
-@register("load")
 def bench_load() -> list[dict]:
     from safetensors.torch import save_file
 
@@ -134,9 +123,9 @@ def bench_load() -> list[dict]:
         del weights
         file_mb = path.stat().st_size / 2**20
         for dtype in ("float16", "float32"):
-            code = f"from minidiff.bench import _load_child; _load_child({str(folder)!r}, {dtype!r})"
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 cwd=Path(__file__).parents[1])
+            code = (f"import sys; sys.path.insert(0, {str(TOOLS)!r}); from bench import _load_child; "
+                    f"_load_child({str(folder)!r}, {dtype!r})")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=TOOLS.parent)
             if out.returncode != 0:
                 raise RuntimeError(f"the loading process failed: {out.stderr.strip().splitlines()[-1]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -212,7 +201,6 @@ def _train_step(cfg, channels_last: bool = False, compile: bool = False):
     return step, model, tuple(a for a in (x0, t, c) if a is not None)
 
 
-@register("train")
 def bench_train(repeats: int = 3) -> list[dict]:
     """Part B training throughput of the report's three models at the report's batch sizes, and their GFLOP/s as
     a fraction of the conv microbenchmark of the same shapes (issue 7 aims at >= 0.6). Then the class model with
@@ -246,26 +234,25 @@ def bench_train(repeats: int = 3) -> list[dict]:
     return rows
 
 
-@register("sample")
 def bench_sample() -> list[dict]:
     """Sampling speed: Part B DDPM (300 steps, CFG) on the report's class-conditioned UNet, and the Part A loop
     (34 strided steps, CFG gamma 7, and a 2-view anagram with CFG) on the MNIST backbone and, per step, on the
     mid-size IF-shaped UNet of `bench unet` (extrapolated to 34 steps)."""
-    from minidiff import guidance, mnist_backbone
+    from minidiff import ddpm, guidance
     from minidiff.mnist_unet import MNISTUNet, MNISTUNetConfig
     from minidiff.sampling import ddpm_timesteps, iterative_denoise, strided_timesteps
 
     rows = []
     torch.manual_seed(0)
-    mnist = MNISTUNet(MNISTUNetConfig(num_hiddens=64, conditioning="class")).eval()
-    model_fn = mnist_backbone.model_fn(mnist)
-    sched = mnist_backbone.schedule()
+    mnist = MNISTUNet(MNISTUNetConfig(num_hiddens=64, kind="class")).eval()
+    model_fn = ddpm.estimator(mnist)
+    sched = ddpm.SCHEDULE
     B = 40
-    cond, uncond = mnist_backbone.one_hot(torch.arange(B) % 10), torch.zeros(1, 10)
+    digits = torch.arange(B) % 10
+    cond, uncond = ddpm.one_hot(digits), ddpm.one_hot([-1])
     g = torch.Generator().manual_seed(0)
     x_T = torch.randn(B, 1, 28, 28)
-    seconds = 10 * _seconds(lambda: iterative_denoise(guidance.cfg(model_fn, cond, uncond, 5.0), sched, x_T,
-                                                      ddpm_timesteps(300)[-31:], generator=g))
+    seconds = 10 * _seconds(lambda: ddpm.sample(mnist, x_T, digits, 5.0, g, timesteps=ddpm_timesteps(300)[-31:]))
     rows.append({"bench": "sample", "what": "Part B DDPM, 300 steps (30 timed), CFG", "backbone": "mnist D=64",
                  "batch": B, "seconds": round(seconds, 2), "images_per_s": round(B / seconds, 2)})
 
@@ -323,9 +310,12 @@ def machine() -> dict:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
+BENCHES = {"unet": bench_unet, "load": bench_load, "train": bench_train, "sample": bench_sample}   # `all`: this order
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", nargs="?", default="all", choices=["train", "sample", "unet", "load", "all"])
+    parser.add_argument("which", nargs="?", default="all", choices=[*BENCHES, "all"])
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     start = time.perf_counter()
