@@ -142,6 +142,7 @@ def save_samples(path: Path | str, images: torch.Tensor, labels: Optional[torch.
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.int64).cpu()
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"samples.pt needs one label per image: {tuple(labels.shape)} labels, {images.shape[0]} images")
+            raise ValueError(f"samples.pt needs one label per image: {tuple(labels.shape)} labels, "
+                             f"{images.shape[0]} images")
         record["labels"] = labels
     return atomic_save({**record, **extra}, path)

@@ -235,7 +235,8 @@ def unavailable_reason(source: str = STAGE1_SOURCE, stage2_source: str = STAGE2_
     Hub cache, and `needed_prompts` are in the prompt cache or T5 is there too. Otherwise a one-line reason
     with the fix. Cheap: reads no weights and never touches the network."""
     for what, src, rev in (("stage I", str(source), revision), ("stage II", str(stage2_source), stage2_revision)):
-        if not (hub.is_available(src, "unet", ["config.json"], rev) and hub.is_available(src, "unet", UNET_WEIGHTS, rev)):
+        if not (hub.is_available(src, "unet", ["config.json"], rev)
+                and hub.is_available(src, "unet", UNET_WEIGHTS, rev)):
             return (f"{what} weights {src} are not downloaded (accept the license on "
                     f"{hub.IF_LICENSE_CARD}, log in with `hf auth login`, then run with --backbone deepfloyd)")
     try:

@@ -1,6 +1,7 @@
 """Measuring samples: an independent MNIST classifier, class accuracy, confidence and a Fréchet distance.
 
-The classifier is a small CNN the project trains itself on the MNIST training set (one epoch) and caches. For a batch of generated digits we report
+The classifier is a small CNN the project trains itself on the MNIST training set (one epoch) and caches. For a
+batch of generated digits we report
   - class accuracy: the fraction the classifier assigns to the digit that was asked for,
   - mean confidence: the classifier's mean probability for that digit,
   - Fréchet distance (Heusel et al. 2017, the "FID" formula) between the classifier's penultimate features of the

@@ -49,7 +49,7 @@ def main(argv=None):
         timesteps = pipeline_timesteps(n)
         eps_fn = part_a.eps_fn_for(backbone, prompts, GAMMA)
         x = iterative_denoise(eps_fn, backbone.schedule, part_a.noise(backbone, len(prompts), dev, gen), timesteps,
-                              generator=gen, threshold=THRESHOLD)                       # (3, 3, 64, 64)
+                              generator=gen, threshold=THRESHOLD, progress=True)       # (3, 3, 64, 64)
         y = backbone.upsample(x, prompts, num_inference_steps=n, guidance_scale=STAGE2_GAMMA, generator=gen)
         x, y = backbone.to_unit(x), backbone.to_unit(y)                                 # (3, 3, 256, 256)
         rec.wrote(viz.save_table([list(x), list(y)], rec.out / f"samples_{n}_steps.png",

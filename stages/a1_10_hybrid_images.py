@@ -37,7 +37,7 @@ def main(argv=None):
         eps_fn = guidance.hybrid(backbone.model_fn, backbone.embed([far]), backbone.embed([near]),
                                  backbone.embed([""]), GAMMA, KERNEL_SIZE, SIGMA)
         x = iterative_denoise(eps_fn, backbone.schedule, part_a.noise(backbone, n, dev, gen), backbone.timesteps,
-                              generator=gen)
+                              generator=gen, progress=True)
         x = backbone.to_unit(backbone.upsample(x, [far] * n))
         scale = x.shape[-1] / backbone.image_shape[-1]                # IF: stage II made it 4x larger
         # seen from afar: the sampling's low-pass filter, widened to the shown size

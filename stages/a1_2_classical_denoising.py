@@ -23,7 +23,8 @@ def main(argv=None):
                  [backbone.to_unit(part_a.blur(args, backbone, x))[0] for x in noisy]]
         names += [f"{name}: noisy", f"{name}: blurred"]
     rec.wrote(viz.save_table(rows, rec.out / "blur.png", col_titles=[f"t = {t}" for t in ts], row_titles=names,
-                             title=f"§1.2 Gaussian blur, kernel {part_a.BLUR_KERNEL}, sigma {sigma} ({backbone.name})"))
+                             title=f"§1.2 Gaussian blur, kernel {part_a.BLUR_KERNEL}, sigma {sigma} "
+                                   f"({backbone.name})"))
     return rec
 
 

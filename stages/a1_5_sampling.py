@@ -17,7 +17,7 @@ def main(argv=None):
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     x = part_a.noise(backbone, NUM_SAMPLES, dev, gen)
     x = iterative_denoise(part_a.eps_fn_for(backbone, prompt), backbone.schedule, x, backbone.timesteps,
-                          generator=gen)
+                          generator=gen, progress=True)
     images = backbone.to_unit(backbone.upsample(x, [prompt] * NUM_SAMPLES))
     rec.wrote(viz.save_table([list(images)], rec.out / "samples.png",
                              col_titles=[f"sample {i + 1}" for i in range(NUM_SAMPLES)],

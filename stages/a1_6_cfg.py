@@ -19,7 +19,7 @@ def main(argv=None):
     prompts = part_a.pick(args, backbone, PROMPTS)
     x = part_a.noise(backbone, len(prompts), dev, gen)
     x = iterative_denoise(part_a.eps_fn_for(backbone, prompts, GAMMA), backbone.schedule, x, backbone.timesteps,
-                          generator=gen)
+                          generator=gen, progress=True)
     images = backbone.to_unit(backbone.upsample(x, prompts))
     rec.wrote(viz.save_table([list(images)], rec.out / "samples.png", col_titles=[part_a.title(p) for p in prompts],
                              title=f"§1.6 CFG, gamma = {GAMMA:g} ({backbone.name})"))

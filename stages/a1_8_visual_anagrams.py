@@ -45,7 +45,7 @@ def main(argv=None):
         eps_fn = guidance.anagram(backbone.model_fn, [backbone.embed([a]), backbone.embed([b])],
                                   [guidance.identity(), view], backbone.embed([""]), GAMMA)
         x = iterative_denoise(eps_fn, backbone.schedule, part_a.noise(backbone, n, dev, gen), backbone.timesteps,
-                              generator=gen)
+                              generator=gen, progress=True)
         x = backbone.upsample(x, [a] * n)                                  # model range; IF: stage II, 256 px
         seen = guidance.view(args.view, x.shape[-1]).apply(x)              # the view in the model's range
         x = backbone.to_unit(x)
