@@ -5,16 +5,18 @@
       DownBlock(D -> D)                       x1  (B, D, 14, 14)
       DownBlock(D -> 2D)                      x2  (B, 2D, 7, 7)
       Unflatten(Flatten(x2))                  u0  (B, 2D, 7, 7)     Flatten: 7x7 -> 1x1, Unflatten: back to 7x7
-      [cond] u0 = c1 * u0 + t1
+      [cond] u0 = c1 * u0 + t1                                      (time only: u0 + t1, or u0 * t1)
       UpBlock(4D -> D)(cat[x2, u0])           u1  (B, D, 14, 14)
-      [cond] u1 = c2 * u1 + t2
+      [cond] u1 = c2 * u1 + t2                                      (time only: u1 + t2, or u1 * t2)
       UpBlock(2D -> D)(cat[x1, u1])           u2  (B, D, 28, 28)
       Conv2d(D -> 1)(ConvBlock(2D -> D)(cat[x0, u2]))   out (B, 1, 28, 28)
 
 Variants (report 5B §1.1, §2.1, §2.4), named as minidiff.train names the models:
   "denoiser" : the single-step denoiser D(z) ~ x, no conditioning,
-  "time"     : eps_theta(x_t, t) with t1, t2 = FCBlock(t / T), injected additively,
-  "class"    : eps_theta(x_t, t, c) with c a one-hot vector (all zeros = unconditional), c1, c2 = FCBlock(c) scaling.
+  "time"     : eps_theta(x_t, t) with t1, t2 = FCBlock(t / T), injected additively (the DDPM report), or
+               multiplicatively, time_injection = "multiply" (the course's flow-matching time-only UNet, t in [0, 1]),
+  "class"    : eps_theta(x_t, t, c) with c a one-hot vector (all zeros = unconditional), c1, c2 = FCBlock(c) scaling,
+               and t added (both courses).
 """
 from __future__ import annotations
 
@@ -32,10 +34,14 @@ class MNISTUNetConfig:
     num_hiddens: int = 64          # D
     kind: str = "time"             # "denoiser" | "time" | "class"
     num_classes: int = 10
+    time_injection: str = "add"    # the time-only UNet: u0 + t1 ("add", DDPM) or u0 * t1 ("multiply", flow matching)
 
     def __post_init__(self):
         if self.kind not in ("denoiser", "time", "class"):
             raise ValueError(f"kind must be 'denoiser', 'time' or 'class', got {self.kind!r}")
+        if self.time_injection not in ("add", "multiply") or (self.time_injection == "multiply" and self.kind != "time"):
+            raise ValueError(f"time_injection must be 'add', or 'multiply' for the time-only UNet, got "
+                             f"{self.time_injection!r} for {self.kind!r}")
 
 
 def _conv_bn_gelu(conv: nn.Module, out_channels: int) -> nn.Sequential:
@@ -92,12 +98,13 @@ class MNISTUNet(nn.Module):
         """
         Args:
             x: (B, 1, 28, 28) noisy digits.
-            t: (B,) float, the timestep normalized to [0, 1] (t / T); "time" and "class" variants.
+            t: (B,) float in [0, 1]: the timestep t / T (DDPM) or a flow's time; "time" and "class" variants.
             c: (B, num_classes) float one-hot class, all zeros for "no class"; "class" variant.
         Returns:
-            (B, 1, 28, 28): the clean-digit estimate (denoiser) or the noise estimate eps_hat.
+            (B, 1, 28, 28): the clean-digit estimate (denoiser), the noise estimate eps_hat (DDPM) or the velocity
+            u_hat (flow matching).
         """
-        kind = self.config.kind
+        kind, multiply = self.config.kind, self.config.time_injection == "multiply"
         if (t is None) != (kind == "denoiser") or (c is None) != (kind != "class"):
             raise ValueError(f"the {kind!r} UNet takes "
                              + {"denoiser": "x only", "time": "(x, t)", "class": "(x, t, c)"}[kind])
@@ -113,11 +120,11 @@ class MNISTUNet(nn.Module):
                 c = c.to(x.dtype)
                 u0 = self.c_emb1(c)[:, :, None, None] * u0 + t1
             else:
-                u0 = u0 + t1
+                u0 = u0 * t1 if multiply else u0 + t1
         u1 = self.up1(torch.cat([x2, u0], dim=1))             # (B, D, 14, 14)
         if kind == "class":
             u1 = self.c_emb2(c)[:, :, None, None] * u1 + t2
         elif kind == "time":
-            u1 = u1 + t2
+            u1 = u1 * t2 if multiply else u1 + t2
         u2 = self.up2(torch.cat([x1, u1], dim=1))             # (B, D, 28, 28)
         return self.out(torch.cat([x0, u2], dim=1))           # (B, 1, 28, 28)

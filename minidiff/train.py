@@ -1,10 +1,17 @@
-"""Part B training: the single-step denoiser [B.1/B.2] and the DDPM noise predictors (report 5B §1.2, §2.2, §2.4).
+"""Part B training: the single-step denoiser [B.1/B.2], the DDPM noise predictors (report 5B §1.2, §2.2, §2.4) and
+the flow-matching velocity predictors of the 2025 course.
 
-One loop serves the three models; what differs is the loss on a batch of clean digits x0 in [0, 1]:
+One loop serves every model; what differs is the loss on a batch of clean digits x0 in [0, 1]:
 
   denoiser  z = x0 + sigma * eps,                 L = || D_theta(z) - x0 ||^2            (report 5B eq. B.2)
+            z = eps ("pure noise", 2025 course §1.2.3): D learns the mean digit, the minimiser of L
   time      x_t = sqrt(ab_t) x0 + sqrt(1-ab_t) eps, L = || eps_theta(x_t, t/T) - eps ||^2  (ddpm.loss: Ho et al. 2020,
   class     as time, with a one-hot c zeroed with probability p_uncond           Alg. 1; Ho & Salimans 2022, Alg. 1)
+  flow      x_t = (1 - t) eps + t x0, t ~ U[0, 1], L = || u_theta(x_t, t) - (x0 - eps) ||^2   (flow.loss; the time
+            and class models of objective="flow"; Lipman et al. 2023. The course writes the digit x1, the noise x0)
+
+An exponential moving average of the weights (cfg.ema, Polyak & Juditsky 1992) is kept beside them when asked:
+checkpoints and snapshots hold both, resuming restores both, and load_model returns the average.
 
 Work is never lost: after every epoch `checkpoint.pt` (model, optimizer, LR scheduler, RNG state, epoch, loss
 history, config) is written atomically; rerunning the same call resumes after the last completed epoch and
@@ -26,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import ddpm, distributed
+from . import ddpm, distributed, flow
 from .data import atomic_save
 from .mnist_unet import MNISTUNet, MNISTUNetConfig
 
@@ -40,7 +47,7 @@ def snapshot_name(epoch: int) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Defaults are the report's time-conditioned DDPM (5B §2.2); see the classmethods for the three models."""
+    """Defaults are the report's time-conditioned DDPM (5B §2.2); see the classmethods for every model."""
 
     kind: str = "time"               # "denoiser" | "time" | "class"
     num_hiddens: int = 64            # D
@@ -49,10 +56,20 @@ class TrainConfig:
     lr: float = 1e-3
     lr_decay: bool = True            # ExponentialLR with gamma = 0.1 ** (1 / epochs), stepped per epoch
     sigma: float = 0.5               # denoiser only
+    pure_noise: bool = False         # denoiser only: z = eps alone (2025 course §1.2.3)
+    objective: str = "ddpm"          # time and class only: "ddpm" (predict the noise) | "flow" (the velocity)
     p_uncond: float = 0.1            # class only
+    ema: float = 0.0                 # decay of the weights' moving average, e.g. 0.999 (0: none)
     snapshot_epochs: tuple = (5,)    # also keep the weights after these epochs (and the last one)
     bf16: bool = False               # autocast the forward pass to bfloat16
     seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ("denoiser", "time", "class") or self.objective not in ("ddpm", "flow"):
+            raise ValueError(f"kind must be 'denoiser', 'time' or 'class' and objective 'ddpm' or 'flow', got "
+                             f"{self.kind!r}, {self.objective!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"the moving average's decay must be in [0, 1), got {self.ema}")
 
     @classmethod
     def denoiser(cls, **kw) -> "TrainConfig":
@@ -70,8 +87,32 @@ class TrainConfig:
         """Report 5B §2.4: as time-conditioned, plus the one-hot class dropped with p = 0.1."""
         return cls(**{**dict(kind="class"), **kw})
 
+    @classmethod
+    def pure_noise_denoiser(cls, **kw) -> "TrainConfig":
+        """2025 course §1.2.3: the §1.2.1 denoiser (D = 128, batch 256, 5 epochs, Adam 1e-4) trained on z = eps."""
+        return cls.denoiser(**{"pure_noise": True, **kw})
+
+    @classmethod
+    def flow_time_conditioned(cls, **kw) -> "TrainConfig":
+        """2025 course §2.2: flow matching, D = 64, batch 64, 10 epochs, Adam 1e-2, exponential decay to 0.1x;
+        snapshots after epochs 1 and 5 (and 10)."""
+        return cls(**{**dict(kind="time", objective="flow", epochs=10, batch_size=64, lr=1e-2,
+                             snapshot_epochs=(1, 5)), **kw})
+
+    @classmethod
+    def flow_class_conditioned(cls, **kw) -> "TrainConfig":
+        """2025 course §2.5: as flow_time_conditioned, plus the one-hot class dropped with p = 0.1."""
+        return cls.flow_time_conditioned(**{"kind": "class", **kw})
+
     def model_config(self) -> MNISTUNetConfig:
-        return MNISTUNetConfig(num_hiddens=self.num_hiddens, kind=self.kind)
+        multiply = self.kind == "time" and self.objective == "flow"       # the course's flow time-only UNet
+        return MNISTUNetConfig(num_hiddens=self.num_hiddens, kind=self.kind,
+                               time_injection="multiply" if multiply else "add")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """The config a checkpoint recorded (lists back to tuples); options it predates take their defaults."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def batch_loss(model: MNISTUNet, cfg: TrainConfig, x0: torch.Tensor, y: torch.Tensor,
@@ -85,13 +126,17 @@ def batch_loss(model: MNISTUNet, cfg: TrainConfig, x0: torch.Tensor, y: torch.Te
     B = global_batch or x0.shape[0]
     eps = torch.randn((B, *x0.shape[1:]), generator=generator, device=dev)[part]      # (b, 1, 28, 28)
     if cfg.kind == "denoiser":
-        return F.mse_loss(model(x0 + cfg.sigma * eps), x0)                             # [B.2]
-    t = torch.randint(0, ddpm.NUM_STEPS, (B,), generator=generator, device=dev)[part]  # (b,)
+        z = eps if cfg.pure_noise else x0 + cfg.sigma * eps                            # [B.2]
+        return F.mse_loss(model(z), x0)
+    if cfg.objective == "flow":
+        objective, t = flow, torch.rand(B, generator=generator, device=dev)[part]      # (b,) in [0, 1)
+    else:
+        objective, t = ddpm, torch.randint(0, ddpm.NUM_STEPS, (B,), generator=generator, device=dev)[part]
     if cfg.kind == "time":
-        return ddpm.loss(model, x0, t, eps)
+        return objective.loss(model, x0, t, eps)
     keep = (torch.rand(B, generator=generator, device=dev) >= cfg.p_uncond)[part]     # (b,) False = dropped
     c = ddpm.one_hot(torch.where(keep, y, -1))                                         # (b, 10), zeros if dropped
-    return ddpm.loss(model, x0, t, eps, c)
+    return objective.loss(model, x0, t, eps, c)
 
 
 def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: torch.Tensor,
@@ -108,7 +153,7 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
             README's benchmarks say when either pays).
     Returns:
         {"model", "optimizer", "scheduler", "epoch", "losses" (list of per-step floats), "config", "rng",
-        "num_images"}.
+        "num_images"}, and "ema" (the averaged weights) when cfg.ema is set.
     Raises:
         FloatingPointError if the loss stops being finite (the last good checkpoint is kept).
     """
@@ -128,12 +173,13 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
     gamma = 0.1 ** (1.0 / cfg.epochs) if cfg.lr_decay else 1.0
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema else None
     state = {"epoch": 0, "losses": []}
 
     path = out_dir / CHECKPOINT
     if path.exists():
         state = load_checkpoint(path)
-        if state["config"] != dataclasses.asdict(cfg):
+        if dataclasses.asdict(TrainConfig.from_dict(state["config"])) != dataclasses.asdict(cfg):
             raise ValueError(f"{path} was trained with another configuration; delete it or choose another --out")
         if state.get("num_images", len(images)) != len(images):      # (older checkpoints lack it)
             raise ValueError(f"{path} was trained on {state['num_images']} images, not {len(images)}; "
@@ -142,6 +188,8 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["rng"].to(generator.get_state().device))
+        if ema is not None:
+            ema = {k: v.to(device) for k, v in state["ema"].items()}
 
     images = images.to(device)
     labels = labels.to(device)
@@ -163,6 +211,8 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
             optimizer.zero_grad(set_to_none=True)
             loss.backward()                                               # DDP: gradients averaged over ranks
             optimizer.step()
+            if ema is not None:
+                update_ema(ema, model, cfg.ema, (epoch - 1) * steps + i + 1)
             epoch_losses[i] = distributed.mean(loss.detach())             # the global batch's loss
             if i % 25 == 0 or i == steps - 1:                             # one host sync every 25 steps
                 value = float(epoch_losses[i])
@@ -174,15 +224,29 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
         state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": epoch, "losses": losses, "config": dataclasses.asdict(cfg), "rng": generator.get_state(),
-            "num_images": N,
+            "num_images": N, **({"ema": ema} if ema is not None else {}),
         }
         if main:
             atomic_save(state, path)
             if epoch in cfg.snapshot_epochs or epoch == cfg.epochs:
-                atomic_save({"model": state["model"], "config": state["config"], "epoch": epoch},
-                            out_dir / snapshot_name(epoch))
+                weights = {k: state[k] for k in ("model", "ema") if k in state}
+                atomic_save({**weights, "config": state["config"], "epoch": epoch}, out_dir / snapshot_name(epoch))
     distributed.barrier()                           # every rank returns after rank 0 wrote the last checkpoint
     return state
+
+
+@torch.no_grad()
+def update_ema(ema: dict[str, torch.Tensor], model: MNISTUNet, decay: float, step: int) -> None:
+    """ema <- d ema + (1 - d) weights after optimizer step `step` (1, 2, ...), with d = min(decay, (1 + step) /
+    (10 + step)): the warm-up of TensorFlow's ExponentialMovingAverage(num_updates), so that the average forgets the
+    random initialisation within a few hundred steps. BatchNorm's running statistics are averaged too; its step
+    counter is copied."""
+    d = min(decay, (1 + step) / (10 + step))
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            ema[k].lerp_(v, 1.0 - d)
+        else:
+            ema[k].copy_(v)
 
 
 def _check_finite(value: float, epoch: int, step: int, path: Path) -> None:
@@ -217,12 +281,12 @@ def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [""])[0][:120]
 
 
-def load_model(path: Path | str, device: torch.device | str = "cpu") -> MNISTUNet:
-    """A trained model (eval mode) from a checkpoint or snapshot written by `train`."""
+def load_model(path: Path | str, device: torch.device | str = "cpu", ema: bool = True) -> MNISTUNet:
+    """A trained model (eval mode) from a checkpoint or snapshot written by `train`: the moving average of its
+    weights when the run kept one (ema=False: the raw weights)."""
     state = load_checkpoint(path)
-    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()})
-    model = MNISTUNet(cfg.model_config())
-    model.load_state_dict(state["model"])
+    model = MNISTUNet(TrainConfig.from_dict(state["config"]).model_config())
+    model.load_state_dict(state["ema"] if ema and "ema" in state else state["model"])
     return model.to(device).eval()
 
 

@@ -134,7 +134,8 @@ def write_report(sections: Sequence[dict], path: Path | str, title: str, intro: 
 
     Each section is a dict with: "title", "text" (the stage's docstring), "status" ("ok" or the reason it is
     missing, shown in red), "notes" (optional lines worth showing, e.g. the backbone or the sample metrics),
-    "seconds", "files" (paths it wrote), "metrics" (optional dict) and "command".
+    "seconds", "files" (paths it wrote), "metrics" (optional dict), "command", and "part" (optional: a heading
+    written above the first section of each part).
     """
     import base64
     import html
@@ -150,7 +151,11 @@ def write_report(sections: Sequence[dict], path: Path | str, title: str, intro: 
              f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p><nav>"]
     parts += [f"<a href='#s{i}'>{html.escape(s['title'].split(':')[0])}</a>" for i, s in enumerate(sections)]
     parts.append("</nav>")
+    part = None
     for i, s in enumerate(sections):
+        if s.get("part") and s["part"] != part:
+            part = s["part"]
+            parts.append(f"<h1 class='part'>{html.escape(part)}</h1>")
         parts.append(f"<h2 id='s{i}'>{html.escape(s['title'])}</h2>")
         parts.append(f"<pre>{html.escape(s.get('text', '').strip())}</pre>")
         parts.append(f"<p class='meta'>command: <code>{html.escape(s.get('command', ''))}</code>"

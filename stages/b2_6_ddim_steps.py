@@ -9,7 +9,6 @@ Outputs in outputs/b2_6_ddim_steps/:
   metrics.json  per setting: model evaluations (each a batched CFG forward), class accuracy, seconds
   samples.pt    {"images": (S * 10, 1, 28, 28) in [0, 1], "labels": (S * 10,), "settings": S names}
 """
-import json
 import time
 from functools import partial
 
@@ -37,7 +36,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     rec = common.record(args, "b2_6_ddim_steps")
     dev = common.device(args.device)
-    model = load_model(part_b.trained_run(args, "class", rec).checkpoint, dev)          # the latest epoch
+    model = load_model(part_b.trained_run(args, "class", rec, args.checkpoint).checkpoint, dev)          # the latest epoch
     classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
     per_digit = args.per_digit or (3 if args.quick else EVAL_PER_DIGIT)
     digits = torch.arange(10).repeat(per_digit)                               # (N,) rows of 0..9
@@ -58,8 +57,7 @@ def main(argv=None):
         names.append(name)
     rec.wrote(viz.save_table(rows, rec.out / "samples.png", col_titles=[str(d) for d in range(10)],
                              row_titles=names, title=f"DDIM (η = {ETA}) vs DDPM, CFG γ = {args.gamma}"))
-    (rec.out / "metrics.json").write_text(json.dumps(rec.metrics, indent=2))
-    rec.wrote(rec.out / "metrics.json")
+    rec.write_metrics()
     rec.wrote(save_samples(rec.out / "samples.pt", torch.stack([x for row in rows for x in row]),
                            torch.arange(10).repeat(len(rows)), settings=names))
     return rec

@@ -7,6 +7,7 @@ notes, metrics). `run` prints it for humans; run_all.py puts it in the HTML repo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -36,6 +37,11 @@ class Record:
         """Add a written file to the record; returns it."""
         self.files.append(Path(path))
         return Path(path)
+
+    def write_metrics(self) -> Path:
+        """Write self.metrics to the stage's metrics.json, and record it."""
+        (self.out / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+        return self.wrote(self.out / "metrics.json")
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

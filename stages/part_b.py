@@ -1,8 +1,10 @@
-"""What the Part B stages share: the training profiles, the training driver, the trained run a sampling stage samples.
+"""What the Part B stages share: the training profiles, the training driver, the trained run a sampling stage samples,
+and the sampling of every snapshot of a run.
 
-Profiles: the default is the report's hyperparameters (5B §1.2.1, §2.2, §2.4; meant for a GPU, or a CPU given
-hours). `--quick` is a CPU profile (smaller D, fewer epochs, bf16 autocast where the hardware computes bf16) that
-trains all three models in minutes on two cores.
+Part B comes in two versions on one UNet: the fall 2024 report's DDPM (stages b*) and the course's flow matching
+since 2025 (stages fm*; its Part 1 is the report's b1_2*, plus fm1_2_3). Profiles: the default is the report's (or
+the 2025 course's) hyperparameters, meant for a GPU, or a CPU given hours. `--quick` is a CPU profile (smaller D,
+fewer epochs, bf16 autocast where the hardware computes bf16) that trains every model in minutes on two cores.
 """
 from __future__ import annotations
 
@@ -13,24 +15,39 @@ from pathlib import Path
 import torch
 
 import common
-from minidiff import distributed, viz
-from minidiff.data import load_mnist
-from minidiff.train import CHECKPOINT, TrainConfig, TrainingRun, train, training_run
+from minidiff import distributed, evaluate, viz
+from minidiff.data import load_mnist, save_samples
+from minidiff.train import CHECKPOINT, TrainConfig, TrainingRun, load_model, train, training_run
 
-REPORT = {
+REPORT = {   # the report's hyperparameters (5B §1.2.1, §2.2, §2.4), and the 2025 course's for flow matching
     "denoiser": TrainConfig.denoiser(),
     "time": TrainConfig.time_conditioned(snapshot_epochs=(5,)),
     "class": TrainConfig.class_conditioned(snapshot_epochs=(5,)),
+    "pure_noise": TrainConfig.pure_noise_denoiser(),
+    "flow_time": TrainConfig.flow_time_conditioned(),
+    "flow_class": TrainConfig.flow_class_conditioned(),
+    "flow_class_no_scheduler": TrainConfig.flow_class_conditioned(lr=1e-3, lr_decay=False, ema=0.999),
 }
 QUICK = {   # D = 16: several times faster than the report's D = 64 (the README's benchmarks say how much)
     "denoiser": TrainConfig.denoiser(num_hiddens=16, epochs=2, lr=1e-3, snapshot_epochs=(1,)),
     "time": TrainConfig.time_conditioned(num_hiddens=16, epochs=2, batch_size=64, snapshot_epochs=(1,)),
     "class": TrainConfig.class_conditioned(num_hiddens=16, epochs=2, batch_size=64, snapshot_epochs=(1,)),
+    "pure_noise": TrainConfig.pure_noise_denoiser(num_hiddens=16, epochs=2, lr=1e-3, snapshot_epochs=(1,)),
+    "flow_time": TrainConfig.flow_time_conditioned(num_hiddens=16, epochs=2, snapshot_epochs=(1,)),
+    "flow_class": TrainConfig.flow_class_conditioned(num_hiddens=16, epochs=2, snapshot_epochs=(1,)),
+    "flow_class_no_scheduler": TrainConfig.flow_class_conditioned(num_hiddens=16, epochs=2, snapshot_epochs=(1,),
+                                                                  lr=1e-3, lr_decay=False, ema=0.999),
 }
-QUICK_IMAGES = {"denoiser": 10_000, "time": 15_000, "class": 60_000}   # --quick trains on the first N digits
+QUICK_IMAGES = {"denoiser": 10_000, "time": 15_000, "class": 60_000,   # --quick trains on the first N digits
+                "pure_noise": 10_000, "flow_time": 15_000, "flow_class": 60_000, "flow_class_no_scheduler": 60_000}
 TRAIN_STAGE = {"denoiser": "b1_2_1_train_denoiser", "time": "b2_2_train_time_conditioned",
-               "class": "b2_4_train_class_conditioned"}
-GIF_EVERY = 10             # a GIF frame every 10th step of the sampling loop
+               "class": "b2_4_train_class_conditioned", "pure_noise": "fm1_2_3_denoising_pure_noise",
+               "flow_time": "fm2_2_train_time_conditioned", "flow_class": "fm2_5_train_class_conditioned",
+               "flow_class_no_scheduler": "fm2_6_1_without_the_scheduler"}
+GIF_EVERY = 10             # a GIF frame every 10th step of the sampling loop (and the last)
+SAMPLES_PER_DIGIT = 4      # report 5B §2.4, 2025 course §2.6: the figures show 4 samples of each digit
+EVAL_PER_DIGIT = 100       # the class models' metrics: 1000 samples ...
+QUICK_EVAL_PER_DIGIT = 10  # ... and 100 with --quick
 
 
 def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -38,6 +55,8 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--num-hiddens", type=int, help="override the profile's UNet width D")
     p.add_argument("--images", type=int, help="train on the first N training digits (default: all 60k; "
                                               "--quick: the profile's QUICK_IMAGES)")
+    p.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this decay, e.g. "
+                                             "0.999, and sample with it (default: the profile's; 0 = none)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs and AMX CPUs; --quick turns "
                                                        "it on where the hardware has it)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory layout (helps GPUs, mostly with --bf16)")
@@ -60,25 +79,28 @@ def _cpu_flags() -> set[str]:
     return set(next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), []))
 
 
-def training_config(args: argparse.Namespace, kind: str, dev: torch.device) -> TrainConfig:
-    cfg = (QUICK if args.quick else REPORT)[kind]
+def training_config(args: argparse.Namespace, model: str, dev: torch.device) -> TrainConfig:
+    cfg = (QUICK if args.quick else REPORT)[model]
     changes = {"seed": args.seed, "bf16": args.bf16 or (args.quick and native_bf16(dev))}
     if args.epochs is not None:
         changes["epochs"] = args.epochs
     if args.num_hiddens is not None:
         changes["num_hiddens"] = args.num_hiddens
+    if args.ema is not None:
+        changes["ema"] = args.ema
     return dataclasses.replace(cfg, **changes)
 
 
-def run_training(args: argparse.Namespace, kind: str, title: str) -> tuple[dict, common.Record]:
-    """Train (resuming if a checkpoint exists) and plot the loss curve. Returns (final state, the stage's record)."""
+def run_training(args: argparse.Namespace, model: str, title: str) -> tuple[dict, common.Record]:
+    """Train `model` (a key of REPORT; resuming if a checkpoint exists) and plot the loss curve. Returns (final state,
+    the stage's record)."""
     dev = common.device(args.device)
-    cfg = training_config(args, kind, dev)
-    rec = common.record(args, TRAIN_STAGE[kind])
+    cfg = training_config(args, model, dev)
+    rec = common.record(args, TRAIN_STAGE[model])
     images, labels = load_mnist(train=True)
-    n = args.images or (QUICK_IMAGES[kind] if args.quick else len(images))
+    n = args.images or (QUICK_IMAGES[model] if args.quick else len(images))
     images, labels = images[:n], labels[:n]
-    print(f"training the {kind} UNet on {dev} with {len(images)} digits: {cfg}")
+    print(f"training the {model} UNet on {dev} with {len(images)} digits: {cfg}")
     state = train(cfg, rec.out, images, labels, device=dev, channels_last=args.channels_last, compile=args.compile)
     if not distributed.is_main():                 # under torchrun, rank 0 alone reports and plots
         return state, rec
@@ -90,12 +112,14 @@ def run_training(args: argparse.Namespace, kind: str, title: str) -> tuple[dict,
     return state, rec
 
 
-def trained_run(args: argparse.Namespace, kind: str, rec: common.Record) -> TrainingRun:
-    """The training run a sampling stage samples: --checkpoint, else the training stage's under --out (a one-line
-    error says which command to run first). A run that is not finished is sampled as it is, with a note."""
-    path = Path(args.checkpoint or Path(args.out) / TRAIN_STAGE[kind] / CHECKPOINT)
+def trained_run(args: argparse.Namespace, model: str, rec: common.Record, checkpoint: Path | None = None
+                ) -> TrainingRun:
+    """The training run of `model` that a sampling stage samples: `checkpoint` (a stage's --checkpoint), else the
+    training stage's under --out (a one-line error says which command to run first). A run that is not finished is
+    sampled as it is, with a note."""
+    path = Path(checkpoint or Path(args.out) / TRAIN_STAGE[model] / CHECKPOINT)
     if not path.exists():
-        raise FileNotFoundError(f"no trained model at {path}; run `{common.command(TRAIN_STAGE[kind], args)}` first")
+        raise FileNotFoundError(f"no trained model at {path}; run `{common.command(TRAIN_STAGE[model], args)}` first")
     run = training_run(path)
     if not run.finished:
         rec.notes.append(f"{path} stopped after epoch {run.epoch} of {run.epochs}: sampling it as it is "
@@ -103,13 +127,89 @@ def trained_run(args: argparse.Namespace, kind: str, rec: common.Record) -> Trai
     return run
 
 
-def gif_frames(x_T: torch.Tensor, shown: int | None = None, every: int = GIF_EVERY):
-    """(frames, callback) for a denoising GIF of the first `shown` samples (all by default): frames starts as
-    [x_T], and the sampling loop's callback appends every `every`-th x_t and the last one, each clamped to [0, 1]
-    on the CPU (viz.save_gif's input)."""
+def gif_frames(x_T: torch.Tensor, steps: int, shown: int | None = None, every: int = GIF_EVERY):
+    """(frames, callback) for a denoising GIF of the first `shown` samples (all by default) of a `steps`-step loop:
+    frames starts as [x_T], and the sampling loop's callback appends every `every`-th x_t and the last one, each
+    clamped to [0, 1] on the CPU (viz.save_gif's input)."""
     frames = [x_T[:shown].clamp(0, 1).cpu()]
 
     def keep(i, t_prev, x, x0_hat):
-        if (i + 1) % every == 0 or t_prev == -1:
+        if (i + 1) % every == 0 or i == steps - 1:
             frames.append(x[:shown].clamp(0, 1).cpu())
     return frames, keep
+
+
+def sample_snapshots(args: argparse.Namespace, rec: common.Record, weights: list[tuple[int, Path]], draw,
+                     steps: int, title: str, digits_for=None, classifier=None, measured=(), shown: int = 40):
+    """Sample each snapshot of a run from the same seed: samples_epoch{e}.png (the first `shown`, 10 a row) and
+    denoising_epoch{e}.gif; for the epochs in `measured`, the metrics of all the samples (minidiff.evaluate with
+    `classifier`) as a note and in rec.metrics. Returns (images, digits) of the last snapshot, for samples.pt.
+
+    draw(model, x_T, digits, generator, callback) -> (N, 1, 28, 28) in [0, 1]: the stage's sampler of `steps` steps.
+    digits_for(epoch) -> (N,) the digits to ask for; None: args.num_samples unconditional samples.
+    """
+    dev = common.device(args.device)
+    for epoch, path in weights:
+        model = load_model(path, dev)
+        digits = digits_for(epoch) if digits_for else None
+        gen = common.generator(args.seed, dev)
+        n = len(digits) if digits is not None else args.num_samples
+        x_T = torch.randn((n, 1, 28, 28), generator=gen, device=dev)                    # the starting noise
+        frames, keep = gif_frames(x_T, steps, shown)
+        images = draw(model, x_T, digits, gen, keep)
+        rec.wrote(viz.save_grid(images[:shown], rec.out / f"samples_epoch{epoch}.png", nrow=10,
+                                title=f"{title}, epoch {epoch}"))
+        rec.wrote(viz.save_gif(frames, rec.out / f"denoising_epoch{epoch}.gif", nrow=10))
+        if epoch in measured:
+            m = evaluate.evaluate_samples(classifier, images, digits)
+            rec.notes.append(f"epoch {epoch}: {m}")
+            rec.metrics[f"epoch{epoch}"] = m.__dict__
+    return images, digits
+
+
+def add_sampling_args(p: argparse.ArgumentParser, train_stage: str, gamma: float | None = None):
+    """The sampling stages' options: --checkpoint; with gamma (class models) --gamma, --per-digit and --epoch,
+    else --num-samples."""
+    p.add_argument("--checkpoint", help=f"the training checkpoint.pt (default: the {train_stage} stage's)")
+    if gamma is None:
+        p.add_argument("--num-samples", type=int, default=40, help="samples per snapshot")
+        return p
+    p.add_argument("--gamma", type=float, default=gamma, help="classifier-free guidance scale")
+    p.add_argument("--per-digit", type=int, help=f"samples per digit for the metrics (default {EVAL_PER_DIGIT}, "
+                                                 f"quick {QUICK_EVAL_PER_DIGIT})")
+    p.add_argument("--epoch", type=int, help="sample only this snapshot (default: each; on a CPU the report "
+                                             "profile's 1000 samples take over an hour a snapshot)")
+    return p
+
+
+def sample_time_model(args: argparse.Namespace, rec: common.Record, model: str, draw, steps: int,
+                      title: str) -> common.Record:
+    """§2.3 of either course: args.num_samples samples of every snapshot of the time-only run of `model`, their GIFs,
+    and samples.pt of the last."""
+    run = trained_run(args, model, rec, args.checkpoint)
+    images, _ = sample_snapshots(args, rec, run.weights, draw, steps, title, shown=args.num_samples)
+    rec.wrote(save_samples(rec.out / "samples.pt", images))
+    return rec
+
+
+def sample_class_model(args: argparse.Namespace, rec: common.Record, model: str, draw, steps: int,
+                       title: str) -> common.Record:
+    """Report 5B §2.4, 2025 course §2.6: for every snapshot (or --epoch) of the class-conditioned run of `model`,
+    4 samples of each digit and their GIF, from a larger batch (--per-digit of each) whose quality the independent
+    classifier measures (quick: the last snapshot only); metrics.json, and samples.pt of the last."""
+    snapshots = trained_run(args, model, rec, args.checkpoint).weights              # first: fail fast without a model
+    if args.epoch is not None:
+        epochs = [e for e, _ in snapshots]
+        if args.epoch not in epochs:
+            raise ValueError(f"no snapshot of epoch {args.epoch}; this run has epochs {epochs}")
+        snapshots = [snapshots[epochs.index(args.epoch)]]
+    classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt",
+                                                   common.device(args.device))
+    per_digit = args.per_digit or (QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT)
+    measured = {snapshots[-1][0]} if args.quick else {e for e, _ in snapshots}
+    images, digits = sample_snapshots(
+        args, rec, snapshots, draw, steps, title, classifier=classifier, measured=measured, shown=10 * SAMPLES_PER_DIGIT,
+        digits_for=lambda e: torch.arange(10).repeat(per_digit if e in measured else SAMPLES_PER_DIGIT))  # rows 0..9
+    rec.write_metrics()
+    rec.wrote(save_samples(rec.out / "samples.pt", images, digits))
+    return rec

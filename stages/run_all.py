@@ -2,8 +2,10 @@
 
 Part B runs first (it trains the MNIST model that Part A's mnist backbone uses), then Part A with the best backbone
 available, decided once (--backbone auto: DeepFloyd IF when its weights are downloaded, else the MNIST model; it
-prints which and why). The page lays the sections out in the report's order, 5A then 5B. A stage that fails does
-not stop the run: its section in the page says why.
+prints which and why). Part B comes in the two versions of the course (--part-b): the fall 2024 report's DDPM and
+the flow matching of the course since 2025; both by default, the shared Part 1 once. The page lays the sections out
+in the courses' order: 5A, then 5B (DDPM), then 5B (flow matching). A stage that fails does not stop the run: its
+section in the page says why.
 """
 import ast
 import importlib
@@ -19,9 +21,16 @@ PART_A = ["a0_sampling", "a1_1_forward", "a1_2_classical_denoising", "a1_3_one_s
           "a1_4_iterative_denoising", "a1_5_sampling", "a1_6_cfg", "a1_7_image_to_image",
           "a1_7_1_hand_drawn_and_web", "a1_7_2_inpainting", "a1_7_3_text_conditioned", "a1_8_visual_anagrams",
           "a1_10_hybrid_images"]
-PART_B = ["b1_2_noising", "b1_2_1_train_denoiser", "b1_2_2_out_of_distribution", "b2_2_train_time_conditioned",
-          "b2_3_sample_time_conditioned", "b2_4_train_class_conditioned", "b2_5_sample_class_conditioned",
-          "b2_6_ddim_steps"]
+PART_1 = ["b1_2_noising", "b1_2_1_train_denoiser", "b1_2_2_out_of_distribution"]     # in both versions of Part B
+PART_B = {   # --part-b version -> its stages after Part 1, in the course's order
+    "ddpm": ["b2_2_train_time_conditioned", "b2_3_sample_time_conditioned", "b2_4_train_class_conditioned",
+             "b2_5_sample_class_conditioned", "b2_6_ddim_steps"],
+    "flow": ["fm1_2_3_denoising_pure_noise", "fm2_2_train_time_conditioned", "fm2_3_sample_time_conditioned",
+             "fm2_5_train_class_conditioned", "fm2_6_sample_class_conditioned", "fm2_6_1_without_the_scheduler"],
+}
+BOTH = ["fm2_7_flow_vs_ddpm"]      # needs both versions' class-conditioned models
+HEADINGS = {"A": "Part A: the power of diffusion models (DDPM backbones)", "ddpm": "Part B, fall 2024: DDPM on MNIST",
+            "flow": "Part B, 2025 on: flow matching on MNIST"}
 DEEPFLOYD_ONLY = {"a0_sampling"}   # Part 0 samples text-to-image with stage I + II: nothing to show for MNIST
 
 
@@ -34,6 +43,15 @@ def section(stage: str, status: str, command: str = "", seconds=None, rec=None) 
     return {"title": f"{stage}: {docstring(stage).splitlines()[0]}", "text": docstring(stage), "status": status,
             "command": command, "seconds": seconds, "files": rec.files if rec else [],
             "notes": rec.notes if rec else [], "metrics": rec.metrics if rec else None}
+
+
+def part_b_stages(version: str) -> dict[str, list[str]]:
+    """--part-b ddpm | flow | both -> {heading key: stages in run order}; Part 1 runs once, with the first version."""
+    versions = ["ddpm", "flow"] if version == "both" else [version]
+    groups = {v: ([] if i else PART_1) + PART_B[v] for i, v in enumerate(versions)}
+    if version == "both":
+        groups["flow"] += BOTH
+    return groups
 
 
 def run_stage(stage: str, args, extra: list[str]) -> dict:
@@ -66,13 +84,17 @@ def main():
     p.add_argument("--backbone", choices=("auto", *part_a.BACKBONES), default="auto",
                    help="the Part A backbone (default: deepfloyd when available, else mnist)")
     p.add_argument("--only", choices=("A", "B"), help="run only Part A or Part B")
+    p.add_argument("--part-b", choices=("ddpm", "flow", "both"), default="both",
+                   help="Part B's version: the fall 2024 report's DDPM, the 2025 course's flow matching, or both "
+                        "(default)")
     args = p.parse_args()
     total = time.perf_counter()
     backbone, why = args.backbone, ""
     if backbone == "auto" and args.only != "B":      # decide once, offline and cheaply (looks for files only)
         backbone, why = part_a.auto_backbone()
         print(f"Part A backbone: {backbone}" + (f" ({why})" if why else ""))
-    part_b = [run_stage(stage, args, []) for stage in ([] if args.only == "A" else PART_B)]
+    groups = {} if args.only == "A" else {part: [run_stage(stage, args, []) for stage in stages]
+                                            for part, stages in part_b_stages(args.part_b).items()}
     part_a_sections = []
     for stage in ([] if args.only == "B" else PART_A):
         if stage in DEEPFLOYD_ONLY and backbone != "deepfloyd":
@@ -80,7 +102,8 @@ def main():
                                                   f"with the {backbone} backbone. {why}"))
             continue
         part_a_sections.append(run_stage(stage, args, ["--backbone", backbone]))
-    sections = part_a_sections + part_b                                  # the report's order: 5A, then 5B
+    groups = {"A": part_a_sections, **groups}                            # the courses' order: 5A, then 5B
+    sections = [{**s, "part": HEADINGS[part]} for part, group in groups.items() for s in group]
     seconds = time.perf_counter() - total
     failed = [s["title"].split(":")[0] for s in sections if not s["status"].startswith(("ok", "skipped"))]
     intro = (f"Fun with Diffusion Models, reproduced by minidiff. Profile: {'quick (CPU)' if args.quick else 'report'};"

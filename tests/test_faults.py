@@ -91,11 +91,19 @@ def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, subs
 @pytest.mark.parametrize("where", [0.5, 0.25, 0.75])
 def test_flipped_bits_in_a_checkpoint_are_detected(tmp_path, subset, where):
     """torch.load itself loads a bit flip in the tensor data without complaint; load_checkpoint checks the
-    archive's CRC-32s, and training refuses to resume from the damaged file."""
+    archive's CRC-32s, and training refuses to resume from the damaged file. The flip lands at `where` of the largest
+    tensor record's bytes (the zip's alignment padding between records is not data, and no CRC covers it)."""
+    import zipfile
     train(tiny(epochs=1), tmp_path, *subset, progress=False)
     path = tmp_path / "checkpoint.pt"
+    with zipfile.ZipFile(path) as archive:
+        record = max(archive.infolist(), key=lambda info: info.file_size)
+    with open(path, "rb") as f:                      # the data follows the 30-byte local header, name and extra field
+        f.seek(record.header_offset + 26)
+        name_length, extra_length = int.from_bytes(f.read(2), "little"), int.from_bytes(f.read(2), "little")
+    start = record.header_offset + 30 + name_length + extra_length
     raw = bytearray(path.read_bytes())
-    raw[int(len(raw) * where)] ^= 0x04
+    raw[start + int(record.file_size * where)] ^= 0x04
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="corrupted") as e:
         load_model(path)

@@ -61,6 +61,46 @@ def test_part_b_pipeline_runs_in_order_and_writes_every_figure(out, capsys):
     assert 0 <= s["images"].min() and s["images"].max() <= 1
 
 
+FLOW_PIPELINE = [   # the 2025 course's Part B after the shared Part 1, then the comparison with the DDPM model
+    ("fm1_2_3_denoising_pure_noise", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png", "results_epoch1.png"]),
+    ("fm2_2_train_time_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
+    ("fm2_3_sample_time_conditioned", ["--num-samples", "10", "--steps", "5"],
+     ["samples_epoch1.png", "denoising_epoch1.gif", "samples.pt"]),
+    ("fm2_5_train_class_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
+    ("fm2_6_sample_class_conditioned", ["--per-digit", "2", "--steps", "5"],
+     ["samples_epoch1.png", "denoising_epoch1.gif", "metrics.json", "samples.pt"]),
+    ("fm2_6_1_without_the_scheduler", TINY + ["--per-digit", "1"],
+     ["checkpoint.pt", "model_epoch1.pt", "loss.png", "compare.png", "metrics.json"]),
+    ("b2_4_train_class_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),   # (done already)
+    ("fm2_7_flow_vs_ddpm", ["--per-digit", "1"], ["samples.png", "metrics.json", "samples.pt"]),
+]
+
+
+def test_flow_matching_pipeline_runs_in_order_and_writes_every_figure(out):
+    args = argparse.Namespace(out=out, device="cpu", seed=0, quick=True)
+    for stage, extra, files in FLOW_PIPELINE:
+        section = run_all.run_stage(stage, args, extra)
+        assert section["status"].startswith("ok"), (stage, section["status"])
+        assert sorted(p.name for p in (out / stage).iterdir()) == sorted(files), stage
+    s = torch.load(out / "fm2_3_sample_time_conditioned" / "samples.pt", weights_only=True)
+    assert s["images"].shape == (10, 1, 28, 28) and "labels" not in s
+    metrics = json.loads((out / "fm2_6_1_without_the_scheduler" / "metrics.json").read_text())
+    assert list(metrics) == ["exponential decay (fm2_5)", "constant rate 1e-3 + EMA"]      # side by side
+    assert all(m["n"] == 10 for m in metrics.values())
+    metrics = json.loads((out / "fm2_7_flow_vs_ddpm" / "metrics.json").read_text())
+    assert [m["model_evaluations"] for m in metrics.values()] == [10, 50, 300, 10, 50, 300, 9, 49]
+    assert all(0 <= m["class_accuracy"] <= 1 and m["frechet_real_floor"] > 0 for m in metrics.values())
+    notes = run_all.run_stage("fm1_2_3_denoising_pure_noise", args, TINY)["notes"]
+    assert any("RMS from the mean training digit" in n for n in notes)
+
+
+def test_run_all_lays_out_both_versions_of_part_b_with_part_1_once():
+    groups = run_all.part_b_stages("both")
+    assert list(groups) == ["ddpm", "flow"] and groups["ddpm"][:3] == run_all.PART_1
+    assert not set(run_all.PART_1) & set(groups["flow"]) and groups["flow"][-1] == "fm2_7_flow_vs_ddpm"
+    assert run_all.part_b_stages("flow") == {"flow": run_all.PART_1 + run_all.PART_B["flow"]}
+
+
 def test_a_failing_stage_reports_its_one_line_error_and_the_run_goes_on(tmp_path):
     args = argparse.Namespace(out=tmp_path, device="cpu", seed=0, quick=True)
     section = run_all.run_stage("b2_3_sample_time_conditioned", args, [])
@@ -72,7 +112,7 @@ def test_a_failing_stage_reports_its_one_line_error_and_the_run_goes_on(tmp_path
 
 def test_quick_profile_uses_bf16_only_where_the_hardware_computes_it(monkeypatch):
     import part_b
-    args = argparse.Namespace(quick=True, seed=0, bf16=False, epochs=None, num_hiddens=None)
+    args = argparse.Namespace(quick=True, seed=0, bf16=False, epochs=None, num_hiddens=None, ema=None)
     cpu = torch.device("cpu")
     monkeypatch.setattr(part_b, "_cpu_flags", lambda: {"avx2", "fma"})              # bf16 would be emulated
     assert not part_b.native_bf16(cpu) and not part_b.training_config(args, "class", cpu).bf16

@@ -17,9 +17,10 @@ def tiny(kind="class", **kw):
     return TrainConfig(**{**dict(kind=kind, num_hiddens=8, epochs=2, batch_size=64, snapshot_epochs=(1,)), **kw})
 
 
-@pytest.mark.parametrize("kind", ["denoiser", "time", "class"])
-def test_loss_goes_down_on_real_digits(tmp_path, subset, kind):
-    state = train(tiny(kind, epochs=3, lr=3e-3), tmp_path, *subset, progress=False)
+@pytest.mark.parametrize("kind, objective", [("denoiser", "ddpm"), ("time", "ddpm"), ("class", "ddpm"),
+                                             ("time", "flow"), ("class", "flow")])
+def test_loss_goes_down_on_real_digits(tmp_path, subset, kind, objective):
+    state = train(tiny(kind, epochs=3, lr=3e-3, objective=objective), tmp_path, *subset, progress=False)
     losses = torch.tensor(state["losses"])
     steps = len(losses) // 3
     assert len(losses) == 3 * (512 // 64)
@@ -27,8 +28,8 @@ def test_loss_goes_down_on_real_digits(tmp_path, subset, kind):
     assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pt", "model_epoch1.pt", "model_epoch3.pt"}
 
 
-def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, subset, monkeypatch):
-    cfg = tiny()
+@pytest.mark.parametrize("cfg", [tiny(), tiny(objective="flow", ema=0.99)], ids=["ddpm", "flow with EMA"])
+def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, subset, monkeypatch, cfg):
     straight = train(cfg, tmp_path / "a", *subset, progress=False)
 
     calls = {"n": 0}
@@ -48,8 +49,9 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, subset, monke
     resumed = train(cfg, tmp_path / "b", *subset, progress=False)
 
     assert resumed["losses"] == straight["losses"]
-    for k, v in straight["model"].items():
-        assert torch.equal(v, resumed["model"][k]), k
+    for weights in ("model", "ema") if cfg.ema else ("model",):                  # the moving average resumes too
+        for k, v in straight[weights].items():
+            assert torch.equal(v, resumed[weights][k]), (weights, k)
 
 
 def test_finished_run_is_not_retrained_and_other_config_or_data_is_refused(tmp_path, subset):
@@ -157,3 +159,47 @@ def test_training_run_lists_the_snapshots_then_the_latest_epoch(tmp_path, subset
     torch.save(state, tmp_path / "checkpoint.pt")
     run = training_run(tmp_path / "checkpoint.pt")
     assert not run.finished and run.weights[-1] == (3, tmp_path / "checkpoint.pt")   # its weights are in there
+
+
+def test_pure_noise_denoiser_learns_the_mean_digit(tmp_path, subset):
+    """2025 course §1.2.3: trained on z = eps alone, D(z) tends to E[x], the mean training digit (the minimiser of
+    || D(eps) - x ||^2 over independent eps and x), whatever the noise."""
+    train(tiny("denoiser", pure_noise=True, epochs=4, lr=1e-2, batch_size=32), tmp_path, *subset, progress=False)
+    mean_digit = subset[0].float().div(255).mean(0).view(1, 1, 28, 28)
+    with torch.no_grad():
+        out = load_model(tmp_path / "checkpoint.pt")(torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    to_mean = float(((out - mean_digit) ** 2).mean().sqrt())
+    digit_to_mean = float(((subset[0][:8].float().div(255).unsqueeze(1) - mean_digit) ** 2).mean().sqrt())
+    assert to_mean < 0.3 * digit_to_mean                    # much nearer the mean than any real digit is
+
+
+def test_ema_is_the_warmed_up_moving_average_and_load_model_returns_it(tmp_path, subset):
+    from minidiff.mnist_unet import MNISTUNet
+    from minidiff.train import update_ema
+    torch.manual_seed(0)
+    model = MNISTUNet(tiny().model_config())
+    ema = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    w = model.state_dict()["down0.0.0.weight"]
+    update_ema(ema, model, decay=0.999, step=1)                 # d = min(0.999, 2 / 11): ema = d 0 + (1 - d) w
+    torch.testing.assert_close(ema["down0.0.0.weight"], (1 - 2 / 11) * w)
+    assert torch.equal(ema["down0.0.1.num_batches_tracked"], model.state_dict()["down0.0.1.num_batches_tracked"])
+    update_ema(ema, model, decay=0.9, step=10 ** 6)             # long after the warm-up: d = decay
+    torch.testing.assert_close(ema["down0.0.0.weight"], 0.9 * (9 / 11) * w + 0.1 * w)
+
+    state = train(tiny(epochs=1, ema=0.99), tmp_path, *subset, progress=False)
+    for path in (tmp_path / "checkpoint.pt", tmp_path / "model_epoch1.pt"):    # both files keep both weights
+        averaged, raw = load_model(path).state_dict(), load_model(path, ema=False).state_dict()
+        assert all(torch.equal(averaged[k], state["ema"][k]) for k in averaged)
+        assert all(torch.equal(raw[k], state["model"][k]) for k in raw)
+        assert not torch.equal(averaged["out.1.weight"], raw["out.1.weight"])
+
+
+def test_a_checkpoint_from_before_the_new_options_still_loads_and_resumes(tmp_path, subset):
+    """Checkpoints written before objective / pure_noise / ema existed lack them: they take the defaults."""
+    train(tiny(epochs=1), tmp_path, *subset, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    for key in ("objective", "pure_noise", "ema"):
+        del state["config"][key]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert load_model(tmp_path / "checkpoint.pt").config.kind == "class"
+    assert train(tiny(epochs=1), tmp_path, *subset, progress=False)["epoch"] == 1        # the same run: accepted

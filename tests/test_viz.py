@@ -35,3 +35,12 @@ def test_the_moving_average_is_centred_on_its_window():
     centres, means = moving_average(losses, 50)
     assert len(means) == 151 and centres[0] == 25.5 and centres[-1] == 175.5
     np.testing.assert_allclose(means, 3.0 - 0.01 * centres)
+
+
+def test_report_writes_each_part_heading_once_above_its_sections(tmp_path):
+    from minidiff.viz import write_report
+    sections = [{"title": "a1_1: x", "part": "Part A"}, {"title": "a1_2: y", "part": "Part A"},
+                {"title": "b1_2: z", "part": "Part B"}]
+    page = write_report(sections, tmp_path / "report.html", "report").read_text()
+    assert page.count("<h1 class='part'>Part A</h1>") == 1 and page.count("<h1 class='part'>Part B</h1>") == 1
+    assert page.index("Part A</h1>") < page.index("a1_1: x") < page.index("Part B</h1>") < page.index("b1_2: z")
