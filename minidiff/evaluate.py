@@ -56,7 +56,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 1
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / (epochs * steps))
     for epoch in range(epochs):
         perm = torch.randperm(images.shape[0], generator=g, device=device)
-        for i in tqdm(range(steps), desc=f"classifier epoch {epoch + 1}/{epochs}", disable=not progress,
+        for i in tqdm(range(steps), desc=f"classifier epoch {epoch + 1}/{epochs}", disable=None if progress else True,
                       leave=False):
             idx = perm[i * batch_size:(i + 1) * batch_size]
             x = images[idx].unsqueeze(1).float() / 255.0                         # (B, 1, 28, 28)

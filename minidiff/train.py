@@ -200,8 +200,8 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
         ddp_model.train()
         perm = torch.randperm(N, generator=generator, device=device)
         epoch_losses = torch.zeros(steps, device=device)
-        bar = tqdm(range(steps), desc=f"{cfg.kind} epoch {epoch}/{cfg.epochs}", disable=not (progress and main),
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(range(steps), desc=f"{cfg.kind} epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True,
+                   disable=None if progress and main else True)            # None: shown in a terminal only
         for i in bar:
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size][part]
             x0 = images[idx].unsqueeze(1).float() / 255.0                 # (b, 1, 28, 28) in [0, 1]

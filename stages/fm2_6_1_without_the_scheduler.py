@@ -26,7 +26,7 @@ def main(argv=None):
     p.add_argument("--per-digit", type=int, default=part_b.QUICK_EVAL_PER_DIGIT,
                    help="samples per digit for the metrics (default: %(default)s)")
     args = p.parse_args(argv)
-    state, rec = part_b.run_training(args, "flow_class_no_scheduler", "class-conditioned flow UNet, constant rate + EMA")
+    state, rec = part_b.run_training(args, "flow_class_no_scheduler", "class flow UNet, constant rate + EMA")
     dev = common.device(args.device)
     runs = {"constant rate 1e-3 + EMA": rec.out / CHECKPOINT}
     scheduled = args.scheduled or Path(args.out) / part_b.TRAIN_STAGE["flow_class"] / CHECKPOINT
