@@ -67,6 +67,8 @@ class DeepFloydBackbone:
     """
 
     name = "deepfloyd"
+    domain = "photos"
+    image_range = (-1.0, 1.0)
 
     def __init__(self, source: str | os.PathLike = STAGE1_SOURCE, stage2_source: str | os.PathLike = STAGE2_SOURCE,
                  *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,

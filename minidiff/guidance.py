@@ -4,6 +4,9 @@ A backbone exposes a *conditional* estimator
 
     model_fn(x_t, t, cond) -> (eps_hat, v_hat)     x_t (B, C, H, W), cond (B, ...) e.g. T5 embeddings or one-hots
 
+whose estimate is a noise (DDPM) or a velocity (flow matching): every combinator is linear in it, so it serves both
+unchanged.
+
 and the functions here bind conditionings to it:
 
     conditional   eps_theta(x_t, t, c)
@@ -45,8 +48,9 @@ def cfg(model_fn: CondEpsFn, cond: torch.Tensor, uncond: torch.Tensor, gamma: fl
 
         eps_hat = eps_u + gamma * (eps_c - eps_u)
 
-    gamma = 0 is the unconditional estimate, 1 the conditional one, > 1 trades diversity for fidelity.
-    Both branches run as one forward of batch 2B. IF's variance channels v_hat come from the conditional
+    gamma = 0 is the unconditional estimate, 1 the conditional one, > 1 trades diversity for fidelity. The same on a
+    flow's velocity. The course's fall 2026 draft writes v_c + w (v_c - v_u): the same operation, gamma = w + 1
+    (its w = 7 is gamma = 8). Both branches run as one forward of batch 2B. IF's variance channels v_hat come from the conditional
     branch (only eps is guided). cond, uncond: (1 or B, ...).
     """
     def eps_fn(x_t: torch.Tensor, t: int):

@@ -201,7 +201,7 @@ def iterative_denoise(
     x: torch.Tensor,
     timesteps: list[int] | list[float],
     i_start: int = 0,
-    step: StepFn = reverse_step,
+    step: Optional[StepFn] = None,
     generator: Optional[torch.Generator] = None,
     threshold: Optional[float] = None,
     inpaint: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
@@ -221,7 +221,7 @@ def iterative_denoise(
         timesteps: from noise toward the clean image: decreasing ints on a DDPM schedule (strided_timesteps(),
             ddpm_timesteps(T)), increasing floats from 0 to 1 on a flow path (flow_times(h)).
         step: the update rule: reverse_step [A.3] (the report's) or ddim_step on a DDPM schedule; euler_step or
-            heun(eps_fn) on a flow path.
+            heun(eps_fn) on a flow path. None: the schedule's own, reverse_step or euler_step.
         generator: seeds the noise; must live on x's device.
         threshold: dynamic thresholding max value for x0_hat, or None (the report's default).
         inpaint: (x_orig (1 or B, C, H, W), mask (.., 1 or C, H, W)), mask 1 = generate.
@@ -232,6 +232,8 @@ def iterative_denoise(
     """
     if not 0 <= i_start < len(timesteps) - 1:
         raise ValueError(f"i_start must be in [0, {len(timesteps) - 2}], got {i_start}")
+    if step is None:                                       # [A.3] on a DDPM schedule, Euler on a flow path
+        step = euler_step if isinstance(schedule, FlowPath) else reverse_step
     if not callable(step):
         raise TypeError(f"step must be an update rule such as reverse_step or ddim_step, got {step!r}")
     levels = [schedule.level(t) for t in timesteps]          # alpha_bar_t, or a flow's t: they grow toward the data

@@ -135,18 +135,38 @@ def write_report(sections: Sequence[dict], path: Path | str, title: str, intro: 
     Each section is a dict with: "title", "text" (the stage's docstring), "status" ("ok" or the reason it is
     missing, shown in red), "notes" (optional lines worth showing, e.g. the backbone or the sample metrics),
     "seconds", "files" (paths it wrote), "metrics" (optional dict), "command", and "part" (optional: a heading
-    written above the first section of each part).
+    written above the first section of each part). A section may instead hold "variants": a list of such dicts
+    (with a "label"), the same stage run on several backbones, shown side by side.
     """
     import base64
     import html
     import json
 
     mime = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg"}
+
+    def body(s: dict) -> list[str]:
+        out = [f"<p class='meta'>command: <code>{html.escape(s.get('command', ''))}</code>"
+               + (f" &middot; {s['seconds']:.1f} s" if s.get("seconds") is not None else "") + "</p>"]
+        if s.get("status", "ok") != "ok":
+            out.append(f"<p class='missing'>{html.escape(s['status'])}</p>")
+        out += [f"<p class='meta'>{html.escape(note)}</p>" for note in s.get("notes", [])]
+        if s.get("metrics"):
+            out.append(f"<pre>{html.escape(json.dumps(s['metrics'], indent=2))}</pre>")
+        for f in map(Path, s.get("files", [])):
+            if f.suffix in mime and f.exists():
+                data = base64.b64encode(f.read_bytes()).decode()
+                out.append(f"<figure><img src='data:{mime[f.suffix]};base64,{data}' alt='{html.escape(f.name)}'>"
+                           f"<figcaption>{html.escape(f.name)}</figcaption></figure>")
+            else:
+                out.append(f"<p class='meta'>also wrote {html.escape(str(f))}</p>")
+        return out
+
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
              "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "h2{border-top:1px solid #ccc;padding-top:1em}figure{margin:1em 0}img{max-width:100%}"
              "figcaption{font-size:.85em;color:#555}pre{background:#f6f6f6;padding:.6em;white-space:pre-wrap}"
              ".missing{color:#a33}.meta{font-size:.85em;color:#555}nav a{margin-right:.8em}"
+             ".variants{display:flex;gap:1em}.variants>div{flex:1;min-width:0}"
              "</style></head><body>",
              f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p><nav>"]
     parts += [f"<a href='#s{i}'>{html.escape(s['title'].split(':')[0])}</a>" for i, s in enumerate(sections)]
@@ -158,21 +178,13 @@ def write_report(sections: Sequence[dict], path: Path | str, title: str, intro: 
             parts.append(f"<h1 class='part'>{html.escape(part)}</h1>")
         parts.append(f"<h2 id='s{i}'>{html.escape(s['title'])}</h2>")
         parts.append(f"<pre>{html.escape(s.get('text', '').strip())}</pre>")
-        parts.append(f"<p class='meta'>command: <code>{html.escape(s.get('command', ''))}</code>"
-                     + (f" &middot; {s['seconds']:.1f} s" if s.get("seconds") is not None else "") + "</p>")
-        if s.get("status", "ok") != "ok":
-            parts.append(f"<p class='missing'>{html.escape(s['status'])}</p>")
-        parts += [f"<p class='meta'>{html.escape(note)}</p>" for note in s.get("notes", [])]
-        if s.get("metrics"):
-            parts.append(f"<pre>{html.escape(json.dumps(s['metrics'], indent=2))}</pre>")
-        for f in s.get("files", []):
-            f = Path(f)
-            if f.suffix in mime and f.exists():
-                data = base64.b64encode(f.read_bytes()).decode()
-                parts.append(f"<figure><img src='data:{mime[f.suffix]};base64,{data}' alt='{html.escape(f.name)}'>"
-                             f"<figcaption>{html.escape(f.name)}</figcaption></figure>")
-            else:
-                parts.append(f"<p class='meta'>also wrote {html.escape(str(f))}</p>")
+        if "variants" in s:
+            parts.append("<div class='variants'>")
+            for v in s["variants"]:
+                parts += ["<div>", f"<h3>{html.escape(v['label'])}</h3>", *body(v), "</div>"]
+            parts.append("</div>")
+        else:
+            parts += body(s)
     parts.append("</body></html>")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

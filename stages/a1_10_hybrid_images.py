@@ -16,15 +16,15 @@ from minidiff.sampling import iterative_denoise
 
 GAMMA = 7.0                                                                             # §1.10
 KERNEL_SIZE, SIGMA = 33, 2.0                                                            # §1.10 low-pass filter
-PAIRS = {"deepfloyd": [("a lithograph of a skull", "a lithograph of waterfalls"),
+PAIRS = {"photos": [("a lithograph of a skull", "a lithograph of waterfalls"),
                        ("an oil painting of an old man", "a rocket ship"),
                        ("a photo of a dog", "an oil painting of a snowy mountain village")],
-         "mnist": [("0", "1"), ("8", "7"), ("3", "4")]}
-SAMPLES_PER_PAIR = {"deepfloyd": 1, "mnist": 4}
+         "digits": [("0", "1"), ("8", "7"), ("3", "4")]}
+SAMPLES_PER_PAIR = {"photos": 1, "digits": 4}
 
 
 def options(p):
-    p.add_argument("--num-samples", type=int, help="samples per prompt pair (default: 1 for deepfloyd, 4 for mnist)")
+    p.add_argument("--num-samples", type=int, help="samples per prompt pair (default: 1 for photos, 4 for digits)")
 
 
 def main(argv=None):

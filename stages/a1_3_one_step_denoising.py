@@ -11,7 +11,7 @@ from minidiff import viz
 from minidiff.sampling import one_step_denoise
 
 NOISE_FRACTIONS = (0.25, 0.5, 0.75)                                     # §1.1: t = 250, 500, 750 of T = 1000
-PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}        # §1.3, no CFG
+PROMPT = {"photos": ["a high quality photo"], "digits": [""]}        # §1.3, no CFG
 
 
 def main(argv=None):

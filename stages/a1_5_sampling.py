@@ -9,7 +9,7 @@ from minidiff import viz
 from minidiff.sampling import iterative_denoise
 
 NUM_SAMPLES = 5                                                   # §1.5
-PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.5, no CFG
+PROMPT = {"photos": ["a high quality photo"], "digits": [""]}   # §1.5, no CFG
 
 
 def main(argv=None):

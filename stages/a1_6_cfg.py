@@ -11,7 +11,7 @@ from minidiff import viz
 from minidiff.sampling import iterative_denoise
 
 GAMMA = 7.0                                                                       # §1.6
-PROMPTS = {"deepfloyd": ["a high quality photo"] * 5, "mnist": [str(d) for d in range(10)]}
+PROMPTS = {"photos": ["a high quality photo"] * 5, "digits": [str(d) for d in range(10)]}
 
 
 def main(argv=None):

@@ -13,9 +13,9 @@ from minidiff.data import DATA_DIR
 
 I_STARTS = (1, 3, 5, 7, 10, 20)                                   # §1.7.1
 GAMMA = 7.0                                                       # §1.7, CFG as in §1.6
-PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.7.1
-IMAGES = {"deepfloyd": [DATA_DIR / "coffee.png", *sorted((DATA_DIR / "sketches").glob("*.png"))],
-          "mnist": [*sorted((DATA_DIR / "drawings").glob("*.png")), DATA_DIR / "rocket.png"]}
+PROMPT = {"photos": ["a high quality photo"], "digits": [""]}   # §1.7.1
+IMAGES = {"photos": [DATA_DIR / "coffee.png", *sorted((DATA_DIR / "sketches").glob("*.png"))],
+          "digits": [*sorted((DATA_DIR / "drawings").glob("*.png")), DATA_DIR / "rocket.png"]}
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ from minidiff import viz
 from minidiff.editing import inpaint
 
 GAMMA = 7.0                                                       # §1.7.2, CFG as in §1.6
-PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.7.2
+PROMPT = {"photos": ["a high quality photo"], "digits": [""]}   # §1.7.2
 MASKS = ("top half", "right half", "centre square")
 
 

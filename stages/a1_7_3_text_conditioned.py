@@ -12,8 +12,8 @@ from minidiff import viz
 
 I_STARTS = (1, 3, 5, 7, 10, 20)                                                           # §1.7.3
 GAMMA = 7.0                                                                               # §1.7.3
-PROMPTS = {"deepfloyd": ["a rocket ship", "a pencil", "a photo of a hipster barista"],   # one per image
-           "mnist": ["1", "7", "8"]}
+PROMPTS = {"photos": ["a rocket ship", "a pencil", "a photo of a hipster barista"],   # one per image
+           "digits": ["1", "7", "8"]}
 
 
 def main(argv=None):

@@ -11,7 +11,7 @@ from minidiff import viz
 
 I_STARTS = (1, 3, 5, 7, 10, 20)                                   # §1.7
 GAMMA = 7.0                                                       # §1.7, CFG as in §1.6
-PROMPT = {"deepfloyd": ["a high quality photo"], "mnist": [""]}   # §1.7
+PROMPT = {"photos": ["a high quality photo"], "digits": [""]}   # §1.7
 
 
 def main(argv=None):

@@ -18,26 +18,26 @@ from minidiff import guidance, viz
 from minidiff.sampling import iterative_denoise
 
 GAMMA = 7.0                                                                                  # §1.8
-PAIRS = {"deepfloyd": [("an oil painting of an old man", "an oil painting of people around a campfire"),
+PAIRS = {"photos": [("an oil painting of an old man", "an oil painting of people around a campfire"),
                        ("an oil painting of a snowy mountain village", "a photo of the amalfi cost"),
                        ("a lithograph of a skull", "a photo of a hipster barista")],
-         "mnist": [("6", "9"), ("1", "7"), ("0", "8")]}
-SAMPLES_PER_PAIR = {"deepfloyd": 1, "mnist": 4}
+         "digits": [("6", "9"), ("1", "7"), ("0", "8")]}
+SAMPLES_PER_PAIR = {"photos": 1, "digits": 4}
 
 
 def options(p):
     p.add_argument("--view", choices=sorted(guidance.VIEWS), default="flip",
                    help="the second view (default: flip upside down, the report's)")
-    p.add_argument("--num-samples", type=int, help="samples per prompt pair (default: 1 for deepfloyd, 4 for mnist)")
+    p.add_argument("--num-samples", type=int, help="samples per prompt pair (default: 1 for photos, 4 for digits)")
 
 
 def main(argv=None):
     args, dev, gen, backbone, rec = part_a.setup(__doc__, "a1_8_visual_anagrams", argv, options,
                                                   image=None, prompt=2)          # --prompt UPRIGHT VIEWED
     pairs = [tuple(args.prompt)] if args.prompt else part_a.pick(args, backbone, PAIRS)
-    if args.view == "negate" and backbone.name == "mnist":
-        raise ValueError("--view negate inverts images in [-1, 1] (DeepFloyd); the MNIST model works in [0, 1], "
-                         "where -x is no image: pick another --view")
+    if args.view == "negate" and backbone.image_range[0] >= 0:
+        raise ValueError(f"--view negate inverts images in [-1, 1] (DeepFloyd); the {backbone.name} model works in "
+                         f"{list(backbone.image_range)}, where -x is no image: pick another --view")
     view = guidance.view(args.view, backbone.image_shape[-1])                # what the model sees, at its size
     n = part_a.count(args, backbone, SAMPLES_PER_PAIR, "num_samples")
     rows, names, images, labels = [], [], [], []

@@ -2,11 +2,12 @@
 
 Every Part A experiment runs on a `minidiff.backbone.Backbone`, chosen by --backbone among BACKBONES:
   deepfloyd   DeepFloyd IF (stage I + II), the report's model (--model / --stage2: Hub ids or folders)
-  mnist       our class-conditioned MNIST model from Part B; digits play the prompts
+  mnist       our class-conditioned MNIST DDPM from Part B (b2_4); digits play the prompts
+  mnist-flow  our class-conditioned MNIST flow-matching model from the 2025 Part B (fm2_5), the same way
   auto        deepfloyd when it is available, otherwise mnist (and says why)
 Adding a backbone is an adapter (any object with the Backbone interface) and one line in BACKBONES. Stages key their
-per-backbone defaults (prompts, images, blur) on `backbone.name`; where a stage has no default for a backbone, it
-says in one line which flag to pass.
+defaults (prompts, images, blur) on `backbone.domain` ("photos", "digits"); where a stage has no default for a
+backbone's domain, it says in one line which flag to pass.
 --quick (the CI profile) keeps at most QUICK_ITEMS input images / prompt pairs / samples per pair; the figures keep
 their layout.
 """
@@ -22,11 +23,13 @@ import common
 from minidiff import data, deepfloyd, guidance, hub, prompts
 from minidiff.editing import sdedit
 from minidiff.mnist_backbone import MNISTBackbone
+from minidiff.schedule import FlowPath
 
 QUICK_ITEMS = 2
 BLUR_KERNEL = 5                                   # §1.2: the Gaussian blur's size
-BLUR_SIGMA = {"deepfloyd": 2.0, "mnist": 1.0}     # §1.2: sigma 2 on IF's 64 px; MNIST digits are 28 px
-MNIST_CHECKPOINT = Path("b2_4_train_class_conditioned") / "checkpoint.pt"     # under --out
+BLUR_SIGMA = {"photos": 2.0, "digits": 1.0}      # §1.2: sigma 2 on IF's 64 px photos; MNIST digits are 28 px
+MNIST_CHECKPOINT = {"mnist": Path("b2_4_train_class_conditioned") / "checkpoint.pt",      # under --out
+                    "mnist-flow": Path("fm2_5_train_class_conditioned") / "checkpoint.pt"}
 
 
 def load_deepfloyd(args: argparse.Namespace, dev: torch.device) -> deepfloyd.DeepFloydBackbone:
@@ -36,15 +39,19 @@ def load_deepfloyd(args: argparse.Namespace, dev: torch.device) -> deepfloyd.Dee
 
 
 def load_mnist(args: argparse.Namespace, dev: torch.device) -> MNISTBackbone:
-    """The class-conditioned model that b2_4 trained under --out (or --checkpoint)."""
-    path = args.checkpoint or Path(args.out) / MNIST_CHECKPOINT
+    """The class-conditioned model that b2_4 (--backbone mnist) or fm2_5 (mnist-flow) trained under --out, or
+    --checkpoint."""
+    path = args.checkpoint or Path(args.out) / MNIST_CHECKPOINT[args.backbone]
     if not Path(path).is_file():
-        train = common.command(MNIST_CHECKPOINT.parent.name, args)
+        train = common.command(MNIST_CHECKPOINT[args.backbone].parent.name, args)
         raise FileNotFoundError(f"no MNIST checkpoint at {path}; run `{train}` first (or pass --checkpoint)")
-    return MNISTBackbone.from_checkpoint(path, dev)
+    backbone = MNISTBackbone.from_checkpoint(path, dev)
+    if backbone.name != args.backbone:
+        raise ValueError(f"{path} holds the {backbone.name} model: run with --backbone {backbone.name}")
+    return backbone
 
 
-BACKBONES = {"deepfloyd": load_deepfloyd, "mnist": load_mnist}    # --backbone name -> loader(args, device)
+BACKBONES = {"deepfloyd": load_deepfloyd, "mnist": load_mnist, "mnist-flow": load_mnist}  # name -> loader(args, dev)
 
 
 def auto_backbone(model: str = deepfloyd.STAGE1_SOURCE, stage2: str = deepfloyd.STAGE2_SOURCE,
@@ -60,7 +67,7 @@ def parser(doc: str, image: str | int | None = "+", prompt: str | int | None = "
     argparse's nargs ("+" any number, 1, 2), or None when it takes none (then the option does not exist)."""
     p = common.parser(doc)
     p.add_argument("--backbone", choices=("auto", *BACKBONES), default="auto",
-                   help="the pretrained model: DeepFloyd IF or our MNIST model (default: auto)")
+                   help="the pretrained model: DeepFloyd IF, or our MNIST DDPM or flow model (default: auto)")
     p.add_argument("--model", default=deepfloyd.STAGE1_SOURCE,
                    help="DeepFloyd stage I: a Hub repo id (DeepFloyd/IF-I-XL-v1.0, -L-, -M-) or a local folder laid "
                         "out like one; its T5 encodes prompts missing from the cache (default: %(default)s)")
@@ -68,7 +75,8 @@ def parser(doc: str, image: str | int | None = "+", prompt: str | int | None = "
                    help="DeepFloyd stage II (super-resolution to 256 px): Hub repo id (DeepFloyd/IF-II-L-v1.0, "
                         "-M-) or local folder (default: %(default)s)")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help=f"MNIST backbone weights (default: <--out>/{MNIST_CHECKPOINT})")
+                   help=f"MNIST backbone weights (default: <--out>/{MNIST_CHECKPOINT['mnist']}, or "
+                        f"<--out>/{MNIST_CHECKPOINT['mnist-flow']} for mnist-flow)")
     p.set_defaults(image=None, prompt=None)
     if image is not None:
         p.add_argument("--image", type=Path, nargs=image, help="input image(s) instead of the defaults")
@@ -89,6 +97,7 @@ def load_backbone(args: argparse.Namespace, dev: torch.device):
             except hub.LoadError as e:
                 name, why = "mnist", f"DeepFloyd IF not available: {e}"
         notes.append(f"backbone: {name} ({why})")
+        args.backbone = name
     return BACKBONES[name](args, dev), notes
 
 
@@ -109,15 +118,16 @@ def setup(doc: str, stage: str, argv=None, extra=None, image: str | int | None =
 
 
 def option(args: argparse.Namespace, backbone, defaults: dict, name: str):
-    """--<name> when given, else the stage's default for this backbone (`defaults` is keyed by backbone name); for
-    a backbone the stage has no default for, a one-line error that names the flag to pass."""
+    """--<name> when given, else the stage's default for this backbone (`defaults` is keyed by backbone.domain); for
+    a backbone whose domain the stage has no default for, a one-line error that names the flag to pass."""
     given = getattr(args, name)
     if given is not None:
         return given
-    if backbone.name not in defaults:
+    if backbone.domain not in defaults:
         flag = "--" + name.replace("_", "-")
-        raise ValueError(f"this stage has no default for {flag} with the {backbone.name!r} backbone: pass {flag}")
-    return defaults[backbone.name]
+        raise ValueError(f"this stage has no default for {flag} in the {backbone.domain!r} domain of the "
+                         f"{backbone.name} backbone: pass {flag}")
+    return defaults[backbone.domain]
 
 
 def pick(args: argparse.Namespace, backbone, defaults: dict, name: str = "prompt") -> list:
@@ -191,7 +201,11 @@ def noised_series(backbone, x0: torch.Tensor, ts: Sequence[int], gen: torch.Gene
 
 
 def noise_levels(backbone, fractions: Sequence[float]) -> list[int]:
-    """Timesteps at fractions of T: (0.25, 0.5, 0.75) -> IF 250, 500, 750; MNIST 75, 150, 225."""
+    """Timesteps at fractions of the time axis: (0.25, 0.5, 0.75) -> IF t = 250, 500, 750 of T = 1000; MNIST DDPM
+    75, 150, 225 of 300; on a flow path the times themselves, t = 0.25, 0.5, 0.75 (the fall 2026 draft's §1.1; there
+    t grows toward the data, so 0.25 is the noisiest)."""
+    if isinstance(backbone.schedule, FlowPath):
+        return list(fractions)
     return [int(round(f * backbone.schedule.num_steps)) for f in fractions]
 
 

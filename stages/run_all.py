@@ -2,10 +2,11 @@
 
 Part B runs first (it trains the MNIST model that Part A's mnist backbone uses), then Part A with the best backbone
 available, decided once (--backbone auto: DeepFloyd IF when its weights are downloaded, else the MNIST model; it
-prints which and why). Part B comes in the two versions of the course (--part-b): the fall 2024 report's DDPM and
-the flow matching of the course since 2025; both by default, the shared Part 1 once. The page lays the sections out
-in the courses' order: 5A, then 5B (DDPM), then 5B (flow matching). A stage that fails does not stop the run: its
-section in the page says why.
+prints which and why), and again on the MNIST flow-matching model when it is trained (into <out>/mnist-flow/;
+the page shows both side by side). Part B comes in the two versions of the course (--part-b): the fall 2024
+report's DDPM and the flow matching of the course since 2025; both by default, the shared Part 1 once. The page lays
+the sections out in the courses' order: 5A, then 5B (DDPM), then 5B (flow matching). A stage that fails does not
+stop the run: its section in the page says why.
 """
 import ast
 import importlib
@@ -18,7 +19,7 @@ import part_a
 from minidiff import viz
 
 PART_A = ["a0_sampling", "a1_1_forward", "a1_2_classical_denoising", "a1_3_one_step_denoising",
-          "a1_4_iterative_denoising", "a1_5_sampling", "a1_6_cfg", "a1_7_image_to_image",
+          "a1_3_1_visualizing_velocity", "a1_4_iterative_denoising", "a1_5_sampling", "a1_6_cfg", "a1_7_image_to_image",
           "a1_7_1_hand_drawn_and_web", "a1_7_2_inpainting", "a1_7_3_text_conditioned", "a1_8_visual_anagrams",
           "a1_10_hybrid_images"]
 PART_1 = ["b1_2_noising", "b1_2_1_train_denoiser", "b1_2_2_out_of_distribution"]     # in both versions of Part B
@@ -29,7 +30,7 @@ PART_B = {   # --part-b version -> its stages after Part 1, in the course's orde
              "fm2_5_train_class_conditioned", "fm2_6_sample_class_conditioned", "fm2_6_1_without_the_scheduler"],
 }
 BOTH = ["fm2_7_flow_vs_ddpm"]      # needs both versions' class-conditioned models
-HEADINGS = {"A": "Part A: the power of diffusion models (DDPM backbones)", "ddpm": "Part B, fall 2024: DDPM on MNIST",
+HEADINGS = {"A": "Part A: the power of diffusion models (and of flows)", "ddpm": "Part B, fall 2024: DDPM on MNIST",
             "flow": "Part B, 2025 on: flow matching on MNIST"}
 DEEPFLOYD_ONLY = {"a0_sampling"}   # Part 0 samples text-to-image with stage I + II: nothing to show for MNIST
 
@@ -43,6 +44,15 @@ def section(stage: str, status: str, command: str = "", seconds=None, rec=None) 
     return {"title": f"{stage}: {docstring(stage).splitlines()[0]}", "text": docstring(stage), "status": status,
             "command": command, "seconds": seconds, "files": rec.files if rec else [],
             "notes": rec.notes if rec else [], "metrics": rec.metrics if rec else None}
+
+
+def side_by_side(stage: str, variants: dict[str, dict]) -> dict:
+    """One section for a stage run on several backbones (backbone name -> its section), the first one's status."""
+    if len(variants) == 1:
+        return next(iter(variants.values()))
+    statuses = [v["status"] for v in variants.values()]
+    status = next((st for st in statuses if not st.startswith(("ok", "skipped"))), statuses[0])
+    return {**section(stage, status), "variants": [{**v, "label": f"backbone: {name}"} for name, v in variants.items()]}
 
 
 def part_b_stages(version: str) -> dict[str, list[str]]:
@@ -95,19 +105,27 @@ def main():
         print(f"Part A backbone: {backbone}" + (f" ({why})" if why else ""))
     groups = {} if args.only == "A" else {part: [run_stage(stage, args, []) for stage in stages]
                                             for part, stages in part_b_stages(args.part_b).items()}
+    flow_model = Path(args.out) / part_a.MNIST_CHECKPOINT["mnist-flow"]     # trained above, or by an earlier run
+    backbones = {backbone: []}                        # Part A's backbones -> their extra arguments
+    if args.only != "B" and flow_model.is_file():    # Part A again on the flow model, in <out>/mnist-flow/
+        backbones["mnist-flow"] = ["--out", str(Path(args.out) / "mnist-flow"), "--checkpoint", str(flow_model)]
     part_a_sections = []
     for stage in ([] if args.only == "B" else PART_A):
-        if stage in DEEPFLOYD_ONLY and backbone != "deepfloyd":
-            part_a_sections.append(section(stage, f"skipped: Part 0 needs DeepFloyd IF (stage I + II); Part A ran "
-                                                  f"with the {backbone} backbone. {why}"))
-            continue
-        part_a_sections.append(run_stage(stage, args, ["--backbone", backbone]))
+        variants = []
+        for name, extra in backbones.items():
+            if stage in DEEPFLOYD_ONLY and name != "deepfloyd":
+                variants.append(section(stage, f"skipped: Part 0 needs DeepFloyd IF (stage I + II), not the {name} "
+                                               f"backbone. {why}"))
+            else:
+                variants.append(run_stage(stage, args, ["--backbone", name, *extra]))
+        part_a_sections.append(side_by_side(stage, dict(zip(backbones, variants))))
     groups = {"A": part_a_sections, **groups}                            # the courses' order: 5A, then 5B
     sections = [{**s, "part": HEADINGS[part]} for part, group in groups.items() for s in group]
     seconds = time.perf_counter() - total
     failed = [s["title"].split(":")[0] for s in sections if not s["status"].startswith(("ok", "skipped"))]
     intro = (f"Fun with Diffusion Models, reproduced by minidiff. Profile: {'quick (CPU)' if args.quick else 'report'};"
-             f" seed {args.seed}; Part A backbone: {backbone}{f' ({why})' if why else ''}; total {seconds / 60:.1f} min."
+             f" seed {args.seed}; Part A backbones: {', '.join(backbones)}{f' ({why})' if why else ''};"
+             f" total {seconds / 60:.1f} min."
              + (f" Failed: {', '.join(failed)}." if failed else ""))
     rec = common.Record(Path(args.out))
     rec.wrote(viz.write_report(sections, rec.out / "report.html", "minidiff: Fun with Diffusion Models", intro))

@@ -91,3 +91,40 @@ def test_sdedit_more_noise_moves_further():
     dist = [(sdedit(point_oracle(LINEAR, target), LINEAR, x, ts, i, generator=torch.Generator().manual_seed(0))
              - target).norm().item() for i in (1, 10, 20, 28)]
     assert dist == sorted(dist)
+
+
+def test_inpainting_on_a_flow_keeps_the_known_pixels_on_the_path_and_the_original_at_the_end():
+    """The RePaint projection with the flow's forward process: after every step the mask-0 pixels are
+    (1 - t') eps + t' x_orig for the loop's second noise draw; at t = 1 they are the original."""
+    from minidiff.sampling import flow_times
+    from minidiff.schedule import FlowPath
+    path, ts = FlowPath(), flow_times(0.1)
+    x_orig = rand(2, 1, 8, 8, seed=1).sigmoid()
+    mask = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    mask[..., 2:6, 2:6] = 1
+    replay = torch.Generator().manual_seed(3)
+    torch.randn(x_orig.shape, generator=replay, dtype=x_orig.dtype)               # the starting noise
+    seen = []
+
+    def callback(i, t_next, x, x1_hat):                                          # Euler draws no noise of its own
+        known = x_orig if i == len(ts) - 2 else path.add_noise(
+            x_orig, t_next, torch.randn(x.shape, generator=replay, dtype=x.dtype))
+        torch.testing.assert_close(x * (1 - mask), known * (1 - mask), rtol=0, atol=0)
+        seen.append(t_next)
+
+    u_fn = lambda x_t, t: (torch.tanh(x_t) - x_t, None)                          # noqa: E731  any velocity will do
+    out = inpaint(u_fn, path, x_orig, mask, ts, generator=torch.Generator().manual_seed(3), callback=callback)
+    assert seen == ts[1:]
+    torch.testing.assert_close(out * (1 - mask), x_orig * (1 - mask), rtol=0, atol=0)
+
+
+def test_sdedit_on_a_flow_starts_on_the_path():
+    """SDEdit needs no flow code: [A.1] becomes the path, x_t = (1 - t) eps + t x; with the exact velocity of the
+    image's own line, Euler lands back on it."""
+    from minidiff.sampling import flow_times
+    from minidiff.schedule import FlowPath
+    path, ts = FlowPath(), flow_times(0.02)
+    x = rand(1, 1, 8, 8).sigmoid()
+    field = lambda x_t, t: ((x - x_t) / (1 - t), None)                           # noqa: E731
+    out = sdedit(field, path, x, ts, 25, generator=torch.Generator().manual_seed(0))   # from t = 0.5
+    torch.testing.assert_close(out, x)

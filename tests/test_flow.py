@@ -153,3 +153,12 @@ def test_the_flow_time_only_unet_multiplies_its_time_embeddings():
         torch.testing.assert_close(mult(x, t), add(x, t))
     with pytest.raises(ValueError, match="time_injection"):
         MNISTUNetConfig(kind="class", time_injection="multiply")
+
+
+def test_euler_from_half_with_h_002_takes_25_updates_and_ends_on_1():
+    """The fall 2026 draft's §1.5: 25 Euler updates from t = 0.5, the last landing exactly on t = 1."""
+    ts = flow_times(0.02, start=0.0)
+    steps = []
+    x = iterative_denoise(lambda x_t, t: (torch.zeros_like(x_t), None), PATH, rand(1, 1, 2, 2), ts,
+                          i_start=ts.index(0.5), callback=lambda i, t_next, x, x1_hat: steps.append(t_next))
+    assert len(steps) == 25 and steps[-1] == 1.0 and abs(steps[0] - 0.52) < 1e-12

@@ -175,3 +175,33 @@ def test_samplers_never_import_a_model():
                 assert (node.module or "") in allowed, f"{name} imports from {node.module}"
             elif isinstance(node, ast.Import):
                 assert all(a.name in allowed for a in node.names), f"{name} imports {[a.name for a in node.names]}"
+
+
+def test_cfg_in_both_conventions():
+    """The report writes eps_u + gamma (eps_c - eps_u); the fall 2026 draft writes v_c + w (v_c - v_u). They are one
+    operation with gamma = w + 1: w = 0 (gamma = 1) is the conditional estimate, w = -1 (gamma = 0) the
+    unconditional one, and the draft's w = 7 is gamma = 8."""
+    m, x = ToyModel(), rand(B, C, H, W, seed=20)
+    c, u = rand(1, 4, seed=21), rand(1, 4, seed=22)
+    e_c, _ = m(x, 3, c.expand(B, -1))
+    e_u, _ = m(x, 3, u.expand(B, -1))
+    for w in (-1.0, 0.0, 7.0):
+        torch.testing.assert_close(G.cfg(m, c, u, w + 1)(x, 3)[0], e_c + w * (e_c - e_u))
+    torch.testing.assert_close(G.cfg(m, c, u, 1.0)(x, 3)[0], e_c)
+    torch.testing.assert_close(G.cfg(m, c, u, 0.0)(x, 3)[0], e_u)
+
+
+def test_the_combinators_are_linear_in_the_estimate():
+    """cfg, anagram and hybrid of a * f + b * g are a * (that of f) + b * (that of g): so they serve noise estimates
+    and velocities alike (a flow's velocity is an affine function of its noise estimate at fixed x_t, t)."""
+    f, g = ToyModel(), ToyModel()
+    g.w = rand(C, C, 3, 3, seed=23) / 9
+    a, b = 0.7, -1.3
+    mix = lambda x_t, t, c: tuple(None if p is None else a * p + b * q for p, q in zip(f(x_t, t, c), g(x_t, t, c)))  # noqa
+    c1, c2, u = rand(1, 4, seed=24), rand(1, 4, seed=25), rand(1, 4, seed=26)
+    x = rand(B, C, 32, 32, seed=27)
+    for combine in (lambda m: G.cfg(m, c1, u, 5.0),
+                    lambda m: G.anagram(m, [c1, c2], [G.identity(), G.rotate(180)], u, 7.0),
+                    lambda m: G.hybrid(m, c1, c2, u, 7.0)):
+        want = a * combine(f)(x, 5)[0] + b * combine(g)(x, 5)[0]
+        torch.testing.assert_close(combine(mix)(x, 5)[0], want)

@@ -15,7 +15,8 @@ STAGES = {   # stage -> files it writes
     "a1_1_forward": ["forward.png"],
     "a1_2_classical_denoising": ["blur.png"],
     "a1_3_one_step_denoising": ["one_step.png"],
-    "a1_4_iterative_denoising": ["steps.png", "compare.png", "denoising.gif"],
+    "a1_3_1_visualizing_velocity": ["updates.png", "metrics.json"],
+    "a1_4_iterative_denoising": ["steps.png", "compare.png", "denoising.gif", "metrics.json"],
     "a1_5_sampling": ["samples.png", "samples.pt"],
     "a1_6_cfg": ["samples.png", "samples.pt"],
     "a1_7_image_to_image": ["edits.png", "samples.pt"],
@@ -41,15 +42,28 @@ def checkpoint(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
-def run(stage, checkpoint, out, *extra):
+@pytest.fixture(scope="module")
+def flow_checkpoint(tmp_path_factory):
+    """A tiny class-conditioned flow-matching UNet, trained like fm2_5's."""
+    from minidiff.data import load_mnist
+    from minidiff.train import TrainConfig, train
+    out = tmp_path_factory.mktemp("mnist_flow")
+    x, y = load_mnist()
+    train(TrainConfig.flow_class_conditioned(num_hiddens=8, epochs=1, snapshot_epochs=()), out, x[:512], y[:512],
+          progress=False)
+    return out / "checkpoint.pt"
+
+
+def run(stage, checkpoint, out, *extra, backbone="mnist"):
     """The stage's main() on the tiny MNIST backbone: its record (rec.out is the stage's folder)."""
-    return importlib.import_module(stage).main(["--backbone", "mnist", "--quick", "--device", "cpu",
+    return importlib.import_module(stage).main(["--backbone", backbone, "--quick", "--device", "cpu",
                                                 "--checkpoint", str(checkpoint), "--out", str(out), *extra])
 
 
+@pytest.mark.parametrize("backbone", ["mnist", "mnist-flow"])
 @pytest.mark.parametrize("stage", list(STAGES))
-def test_stage_writes_its_figures_and_samples(stage, checkpoint, tmp_path):
-    rec = run(stage, checkpoint, tmp_path)
+def test_stage_writes_its_figures_and_samples(stage, backbone, checkpoint, flow_checkpoint, tmp_path):
+    rec = run(stage, flow_checkpoint if backbone == "mnist-flow" else checkpoint, tmp_path, backbone=backbone)
     d = rec.out
     assert d == tmp_path.resolve() / stage and sorted(p.name for p in d.iterdir()) == sorted(STAGES[stage])
     assert sorted(rec.files) == sorted(d / name for name in STAGES[stage])         # it reports what it wrote
@@ -166,7 +180,9 @@ class ToyBackbone:
     mean), on Part B's linear schedule: eps_hat = (x_t - sqrt(abar_t) x0_c) / sqrt(1 - abar_t)."""
 
     name = "toy"
+    domain = "shapes"
     image_shape = (1, 24, 24)
+    image_range = (0.0, 1.0)
 
     def __init__(self):
         from minidiff.schedule import NoiseSchedule
@@ -203,6 +219,7 @@ class ToyBackbone:
 
 TOY_FLAGS = {   # what each stage needs on a backbone it has no defaults for: the flags its one-line errors name
     "a1_1_forward": [], "a1_2_classical_denoising": ["--blur-sigma", "1"], "a1_3_one_step_denoising": ["--prompt", ""],
+    "a1_3_1_visualizing_velocity": ["--prompt", ""],
     "a1_4_iterative_denoising": ["--prompt", "", "--blur-sigma", "1"], "a1_5_sampling": ["--prompt", "square"],
     "a1_6_cfg": ["--prompt", "square", "cross"], "a1_7_image_to_image": ["--prompt", ""],
     "a1_7_1_hand_drawn_and_web": ["--prompt", "", "--image", str(REPO / "data/sketches/house.png")],
@@ -244,4 +261,18 @@ def test_sampling_on_the_toy_backbone_draws_its_prompt(toy, tmp_path):
 def test_a_stage_without_defaults_for_a_backbone_names_the_flag(stage, flag, toy, tmp_path):
     with pytest.raises(ValueError) as e:
         importlib.import_module(stage).main(["--backbone", "toy", "--out", str(tmp_path), "--device", "cpu"])
-    assert str(e.value) == f"this stage has no default for {flag} with the 'toy' backbone: pass {flag}"
+    assert str(e.value) == f"this stage has no default for {flag} in the 'shapes' domain of the toy backbone: pass {flag}"
+
+
+def test_the_mnist_flow_backbone_is_the_flow_model_on_its_path(flow_checkpoint, checkpoint):
+    from minidiff.mnist_backbone import MNISTBackbone
+    from minidiff.schedule import FlowPath
+    bb = MNISTBackbone.from_checkpoint(flow_checkpoint)
+    assert bb.name == "mnist-flow" and isinstance(bb.schedule, FlowPath) and bb.domain == "digits"
+    assert bb.timesteps[0] == 0.0 and bb.timesteps[-1] == 1.0 and len(bb.timesteps) == 51
+    u_hat, v_hat = bb.model_fn(torch.randn(2, 1, 28, 28), 0.3, bb.embed(["3", ""]))
+    assert u_hat.shape == (2, 1, 28, 28) and v_hat is None
+    with pytest.raises(ValueError, match="holds the mnist-flow model: run with --backbone mnist-flow"):
+        run("a1_1_forward", flow_checkpoint, flow_checkpoint.parent, backbone="mnist")
+    with pytest.raises(ValueError, match="holds the mnist model: run with --backbone mnist$"):
+        run("a1_1_forward", checkpoint, checkpoint.parent, backbone="mnist-flow")

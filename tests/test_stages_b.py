@@ -199,3 +199,12 @@ def test_stage_b2_6_writes_figure_metrics_and_samples(tiny_run):
     s = torch.load(d / "samples.pt", weights_only=True)
     assert s["images"].shape == (50, 1, 28, 28) and 0 <= s["images"].min() and s["images"].max() <= 1
     assert s["labels"].tolist() == list(range(10)) * 5 and len(s["settings"]) == 5
+
+
+def test_a_stage_run_on_two_backbones_is_one_section_side_by_side():
+    ok = run_all.section("a1_6_cfg", "ok")
+    bad = run_all.section("a1_6_cfg", "error: no MNIST checkpoint at x")
+    assert run_all.side_by_side("a1_6_cfg", {"mnist": ok}) is ok
+    both = run_all.side_by_side("a1_6_cfg", {"mnist": ok, "mnist-flow": bad})
+    assert both["status"] == bad["status"] and [v["label"] for v in both["variants"]] == ["backbone: mnist",
+                                                                                         "backbone: mnist-flow"]
