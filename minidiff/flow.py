@@ -3,7 +3,7 @@
 What the flow-matching models need beside the UNet (mnist_unet.py) and the one training loop (train.py):
 
     PATH                x_t = (1 - t) x0 + t x1: x0 ~ N(0, I) noise, x1 a digit, t ~ U[0, 1]  (schedule.FlowPath)
-    loss                L = || u_theta(x_t, t, c) - (x1 - x0) ||^2   (Lipman et al. 2023; Liu et al. 2023, rectified flow)
+    loss                L = || u_theta(x_t, t, c) - (x1 - x0) ||^2    (Lipman et al. 2023; Liu et al. 2023)
     estimator           a trained UNet as a velocity estimator, model_fn(x_t, t, cond) -> (u_hat, None)
     guided_estimator    CFG on the velocity, u = u_u + gamma (u_c - u_u), gamma = 5 (Ho & Salimans 2022 for eps)
     sample              Euler from t = 0 to 1 in N steps, x <- x + (1 / N) u (course: N = 50 time-only, 300 class),

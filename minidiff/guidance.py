@@ -50,8 +50,8 @@ def cfg(model_fn: CondEpsFn, cond: torch.Tensor, uncond: torch.Tensor, gamma: fl
 
     gamma = 0 is the unconditional estimate, 1 the conditional one, > 1 trades diversity for fidelity. The same on a
     flow's velocity. The course's fall 2026 draft writes v_c + w (v_c - v_u): the same operation, gamma = w + 1
-    (its w = 7 is gamma = 8). Both branches run as one forward of batch 2B. IF's variance channels v_hat come from the conditional
-    branch (only eps is guided). cond, uncond: (1 or B, ...).
+    (its w = 7 is gamma = 8). Both branches run as one forward of batch 2B. IF's variance channels v_hat come from
+    the conditional branch (only eps is guided). cond, uncond: (1 or B, ...).
     """
     def eps_fn(x_t: torch.Tensor, t: int):
         (eps_hat, v_hat), = _branches(model_fn, [x_t], [cond], t, uncond, gamma)

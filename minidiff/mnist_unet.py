@@ -39,7 +39,8 @@ class MNISTUNetConfig:
     def __post_init__(self):
         if self.kind not in ("denoiser", "time", "class"):
             raise ValueError(f"kind must be 'denoiser', 'time' or 'class', got {self.kind!r}")
-        if self.time_injection not in ("add", "multiply") or (self.time_injection == "multiply" and self.kind != "time"):
+        multiply = self.time_injection == "multiply"
+        if self.time_injection not in ("add", "multiply") or (multiply and self.kind != "time"):
             raise ValueError(f"time_injection must be 'add', or 'multiply' for the time-only UNet, got "
                              f"{self.time_injection!r} for {self.kind!r}")
 

@@ -20,7 +20,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     rec = common.record(args, "b1_2_2_out_of_distribution")
     dev = common.device(args.device)
-    model = load_model(part_b.trained_run(args, "denoiser", rec, args.checkpoint).checkpoint, dev)      # the latest epoch
+    run = part_b.trained_run(args, "denoiser", rec, args.checkpoint)
+    model = load_model(run.checkpoint, dev)                                  # the latest epoch
     test_x, test_y = load_mnist(train=False)
     g = common.generator(args.seed, dev)
     rows, row_titles = [], []

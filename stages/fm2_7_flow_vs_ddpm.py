@@ -36,7 +36,8 @@ def draw(sampler: str, model, x_T, digits, evaluations: int, generator) -> torch
         steps = (evaluations + 1) // 2 if sampler == "Heun" else evaluations              # Heun: 2 N - 1 evaluations
         return flow.sample(model, x_T, digits, GAMMA, steps, second_order=sampler == "Heun")
     timesteps = spaced_timesteps(ddpm.NUM_STEPS, evaluations)             # 300: every t
-    return ddpm.sample(model, x_T, digits, GAMMA, generator, timesteps, ddim_step if sampler == "DDIM" else reverse_step)
+    step = ddim_step if sampler == "DDIM" else reverse_step
+    return ddpm.sample(model, x_T, digits, GAMMA, generator, timesteps, step)
 
 
 def main(argv=None):

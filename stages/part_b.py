@@ -208,7 +208,8 @@ def sample_class_model(args: argparse.Namespace, rec: common.Record, model: str,
     per_digit = args.per_digit or (QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT)
     measured = {snapshots[-1][0]} if args.quick else {e for e, _ in snapshots}
     images, digits = sample_snapshots(
-        args, rec, snapshots, draw, steps, title, classifier=classifier, measured=measured, shown=10 * SAMPLES_PER_DIGIT,
+        args, rec, snapshots, draw, steps, title, classifier=classifier, measured=measured,
+        shown=10 * SAMPLES_PER_DIGIT,
         digits_for=lambda e: torch.arange(10).repeat(per_digit if e in measured else SAMPLES_PER_DIGIT))  # rows 0..9
     rec.write_metrics()
     rec.wrote(save_samples(rec.out / "samples.pt", images, digits))

@@ -197,7 +197,10 @@ def test_the_combinators_are_linear_in_the_estimate():
     f, g = ToyModel(), ToyModel()
     g.w = rand(C, C, 3, 3, seed=23) / 9
     a, b = 0.7, -1.3
-    mix = lambda x_t, t, c: tuple(None if p is None else a * p + b * q for p, q in zip(f(x_t, t, c), g(x_t, t, c)))  # noqa
+
+    def mix(x_t, t, c):
+        return tuple(None if p is None else a * p + b * q for p, q in zip(f(x_t, t, c), g(x_t, t, c)))
+
     c1, c2, u = rand(1, 4, seed=24), rand(1, 4, seed=25), rand(1, 4, seed=26)
     x = rand(B, C, 32, 32, seed=27)
     for combine in (lambda m: G.cfg(m, c1, u, 5.0),

@@ -261,7 +261,8 @@ def test_sampling_on_the_toy_backbone_draws_its_prompt(toy, tmp_path):
 def test_a_stage_without_defaults_for_a_backbone_names_the_flag(stage, flag, toy, tmp_path):
     with pytest.raises(ValueError) as e:
         importlib.import_module(stage).main(["--backbone", "toy", "--out", str(tmp_path), "--device", "cpu"])
-    assert str(e.value) == f"this stage has no default for {flag} in the 'shapes' domain of the toy backbone: pass {flag}"
+    assert str(e.value) == (f"this stage has no default for {flag} in the 'shapes' domain of the toy backbone: "
+                            f"pass {flag}")
 
 
 def test_the_mnist_flow_backbone_is_the_flow_model_on_its_path(flow_checkpoint, checkpoint):

@@ -167,7 +167,8 @@ def test_pure_noise_denoiser_learns_the_mean_digit(tmp_path, subset):
     train(tiny("denoiser", pure_noise=True, epochs=4, lr=1e-2, batch_size=32), tmp_path, *subset, progress=False)
     mean_digit = subset[0].float().div(255).mean(0).view(1, 1, 28, 28)
     with torch.no_grad():
-        out = load_model(tmp_path / "checkpoint.pt")(torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+        z = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        out = load_model(tmp_path / "checkpoint.pt")(z)
     to_mean = float(((out - mean_digit) ** 2).mean().sqrt())
     digit_to_mean = float(((subset[0][:8].float().div(255).unsqueeze(1) - mean_digit) ** 2).mean().sqrt())
     assert to_mean < 0.3 * digit_to_mean                    # much nearer the mean than any real digit is
