@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -127,6 +128,24 @@ def atomic_save(obj, path: Path | str) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def load_verified(path: Path | str, fix: str):
+    """torch.load (weights_only) of a file written by torch.save, after checking it: a damaged file is a one-line
+    ValueError naming it and ending with `fix`.
+
+    torch.save writes a zip archive that stores a CRC-32 of every record, but torch.load does not check them: a
+    flipped bit in the weights would load silently. `testzip` reads every record and compares its CRC first."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_record = archive.testzip()
+        if bad_record is not None:
+            raise ValueError(f"CRC mismatch in {bad_record}")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zipfile and torch raise several types for truncated/corrupted archives
+        reason = (str(e).strip().splitlines() or [""])[0][:120]
+        raise ValueError(f"{path} is corrupted or truncated ({type(e).__name__}: {reason}); {fix}") from None
 
 
 def save_samples(path: Path | str, images: torch.Tensor, labels: Optional[torch.Tensor] = None, **extra) -> Path:

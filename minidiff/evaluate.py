@@ -1,31 +1,38 @@
-"""Measuring samples: an independent MNIST classifier, class accuracy, confidence and a Fréchet distance.
+"""Measuring samples: two independent MNIST classifiers, class accuracy with its interval, confidence, and a Fréchet
+distance beside its real-data floor.
 
-The classifier is a small CNN the project trains itself on the MNIST training set (one epoch) and caches. For a
-batch of generated digits we report
-  - class accuracy: the fraction the classifier assigns to the digit that was asked for,
-  - mean confidence: the classifier's mean probability for that digit,
-  - Fréchet distance (Heusel et al. 2017, the "FID" formula) between the classifier's penultimate features of the
-    samples and of real test digits:  ||mu_s - mu_r||^2 + Tr(S_s + S_r - 2 (S_s S_r)^(1/2)),
+The judges are trained by the project itself on the MNIST training set, once, and cached with their test accuracy:
+a small CNN (the one whose features the Fréchet distance uses; >= 99 % on the test set) and, to cross-check it, an
+MLP on the raw pixels, built differently on purpose (no convolutions, no augmentation). For a batch of generated
+digits we report
+  - class accuracy: the fraction the CNN assigns to the digit that was asked for, with its 95 % Wilson interval
+    (Wilson 1927), and the same fraction by the MLP;
+  - mean confidence: the CNN's mean probability for that digit (for unconditional samples: for its own best guess);
+  - Fréchet distance (Heusel et al. 2017, the "FID" formula) between the CNN's penultimate features of the samples
+    and of real test digits:  ||mu_s - mu_r||^2 + Tr(S_s + S_r - 2 (S_s S_r)^(1/2)),
     printed beside the "real-data floor": the same distance for as many real training digits, which is what a
-    generator that reproduced its training data perfectly would score.
+    generator that reproduced its training data perfectly would score. Both are averaged over `repeats` random
+    draws of the real digits, with their spread: the distance of a few hundred samples moves by several points
+    with the draw alone.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import atomic_save, load_mnist
+from .data import atomic_save, load_mnist, load_verified
 
 
 class MNISTClassifier(nn.Module):
     """conv(32)-BN-ReLU - maxpool - conv(64)-BN-ReLU - maxpool - fc(128) - fc(10); features = the 128-d layer.
-    About 4 M multiply-adds per digit. One epoch on the 60k training digits must reach >= 98.5 % test accuracy
-    (tests/test_evaluate.py, marked slow; the README quotes what it measured)."""
+    About 4 M multiply-adds per digit."""
 
     def __init__(self):
         super().__init__()
@@ -44,22 +51,58 @@ class MNISTClassifier(nn.Module):
         return self.head(self.features(x))                    # (B, 10) logits
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 1, batch_size: int = 64,
-                     seed: int = 0, device: torch.device | str = "cpu", progress: bool = True) -> MNISTClassifier:
-    """Adam 1e-3 decayed linearly to 0 over the run, cross-entropy. images: (N, 28, 28) uint8; labels (N,) int64."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    torch.manual_seed(seed)
-    model = MNISTClassifier().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+class MNISTMLP(nn.Module):
+    """The second judge: 784 -> 512 -> 512 -> 10 on the raw pixels, ReLU and dropout 0.2; no convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Dropout(0.2),
+                                 nn.Linear(512, 512), nn.ReLU(), nn.Dropout(0.2), nn.Linear(512, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)                                    # (B, 10) logits
+
+
+# How each judge is trained (the cache records it: a cache made another way is retrained). Adam, batch 64, the rate
+# decayed linearly to 0; `shift`: each training digit moved by up to that many pixels (the CNN's augmentation).
+RECIPES = {"cnn": dict(epochs=3, lr=1e-3, shift=2, seed=0), "mlp": dict(epochs=3, lr=1e-3, shift=0, seed=1)}
+JUDGES = {"cnn": MNISTClassifier, "mlp": MNISTMLP}
+
+
+def shifted(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, C, H, W) images, each moved by a random whole number of pixels in [-shift, shift] along each axis, zeros
+    filling in (the classic MNIST augmentation): an affine grid of pure translations, sampled at the nearest pixel."""
+    B, _, H, W = x.shape
+    d = torch.randint(-shift, shift + 1, (B, 2), generator=generator, device=x.device).to(x.dtype)   # (B, 2) px
+    theta = torch.zeros(B, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, :, 2] = 2.0 * d / torch.tensor([W, H], device=x.device, dtype=x.dtype)   # pixels -> [-1, 1] units
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)                  # (B, H, W, 2)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, kind: str = "cnn", epochs: Optional[int] = None,
+                     batch_size: int = 64, device: torch.device | str = "cpu", progress: bool = True) -> nn.Module:
+    """A judge trained by RECIPES[kind] (epochs overrides its epochs). images: (N, 28, 28) uint8; labels (N,) int64.
+    Cross-entropy, Adam with the rate decayed linearly to 0 over the run."""
+    recipe = RECIPES[kind]
+    epochs = epochs or recipe["epochs"]
+    g = torch.Generator(device=device).manual_seed(recipe["seed"])
+    torch.manual_seed(recipe["seed"])
+    model = JUDGES[kind]().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
     images, labels = images.to(device), labels.to(device)
     steps = images.shape[0] // batch_size
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / (epochs * steps))
     for epoch in range(epochs):
+        model.train()
         perm = torch.randperm(images.shape[0], generator=g, device=device)
-        for i in tqdm(range(steps), desc=f"classifier epoch {epoch + 1}/{epochs}", disable=None if progress else True,
-                      leave=False):
+        for i in tqdm(range(steps), desc=f"{kind} classifier epoch {epoch + 1}/{epochs}", leave=False,
+                      disable=None if progress else True):
             idx = perm[i * batch_size:(i + 1) * batch_size]
             x = images[idx].unsqueeze(1).float() / 255.0                         # (B, 1, 28, 28)
+            if recipe["shift"]:
+                x = shifted(x, recipe["shift"], g)
             loss = F.cross_entropy(model(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -68,21 +111,43 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 1
     return model.eval()
 
 
-def load_or_train_classifier(path: Path | str, device: torch.device | str = "cpu",
-                             progress: bool = True) -> MNISTClassifier:
-    """The cached classifier at `path`, trained (and cached atomically) on first use."""
+def load_or_train_classifier(path: Path | str, device: torch.device | str = "cpu", kind: str = "cnn",
+                             progress: bool = True) -> nn.Module:
+    """The judge cached at `path`, or trained by RECIPES[kind], measured on the test set and cached (atomically) on
+    first use; a cache trained another way is retrained. The model's `test_accuracy` attribute says how good it is."""
     path = Path(path)
-    model = MNISTClassifier()
     if path.exists():
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        cached = load_verified(path, "delete it to retrain the classifier")
+        if isinstance(cached, dict) and cached.get("recipe") == {**RECIPES[kind], "kind": kind}:
+            model = JUDGES[kind]()
+            model.load_state_dict(cached["model"])
+            model.test_accuracy = cached["test_accuracy"]
             return model.to(device).eval()
-        except Exception as e:
-            raise ValueError(f"classifier cache {path} is damaged ({type(e).__name__}); delete it to retrain") from None
-    model = train_classifier(*load_mnist(train=True), device=device, progress=progress)
+    model = train_classifier(*load_mnist(train=True), kind=kind, device=device, progress=progress)
+    test_x, test_y = load_mnist(train=False)
+    model.test_accuracy = accuracy(model, test_x.unsqueeze(1).float() / 255.0, test_y)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(model.state_dict(), path)
+    atomic_save({"model": model.state_dict(), "recipe": {**RECIPES[kind], "kind": kind},
+                 "test_accuracy": model.test_accuracy}, path)
     return model
+
+
+@dataclass(frozen=True)
+class Judges:
+    """The two classifiers that judge samples: the CNN (accuracy, confidence, Fréchet features) and the MLP."""
+
+    classifier: MNISTClassifier
+    second: MNISTMLP
+
+    def __str__(self) -> str:
+        return (f"judged by a CNN with {100 * self.classifier.test_accuracy:.2f} % test accuracy, cross-checked by an "
+                f"MLP with {100 * self.second.test_accuracy:.2f} %")
+
+
+def judges(folder: Path | str, device: torch.device | str = "cpu", progress: bool = True) -> Judges:
+    """Both judges, cached in `folder` (mnist_cnn.pt, mnist_mlp.pt)."""
+    return Judges(*(load_or_train_classifier(Path(folder) / f"mnist_{kind}.pt", device, kind, progress)
+                    for kind in ("cnn", "mlp")))
 
 
 @torch.no_grad()
@@ -91,11 +156,20 @@ def _batched(fn, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy(classifier: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """images: (N, 1, 28, 28) in [0, 1]; labels (N,). Fraction classified as the given label."""
     dev = next(classifier.parameters()).device
     logits = _batched(classifier, images.to(dev).float())
     return (logits.argmax(1).cpu() == labels.cpu()).float().mean().item()
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a binomial proportion (Wilson 1927): p = successes / n,
+    (p + z^2 / 2n +- z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n). Unlike p +- z sqrt(p (1 - p) / n) it stays
+    inside [0, 1] and is not empty at p = 1."""
+    p = successes / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
 def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
@@ -113,40 +187,64 @@ def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:
 @dataclass(frozen=True)
 class SampleMetrics:
     n: int
-    class_accuracy: float      # fraction classified as the requested digit
-    mean_confidence: float     # mean classifier probability of the requested digit
-    frechet: float             # Fréchet distance of classifier features, samples vs real test digits
-    frechet_real_floor: float  # the same for n real training digits
+    class_accuracy: Optional[float]       # fraction the CNN classifies as the requested digit (None: unconditional)
+    accuracy_interval: Optional[tuple]    # its 95 % Wilson interval
+    second_accuracy: Optional[float]      # the same fraction by the MLP
+    mean_confidence: float                # mean CNN probability of the requested digit (or of its best guess)
+    frechet: float                        # Fréchet distance of CNN features, samples vs real test digits
+    frechet_std: float                    # its spread over the draws of real digits
+    frechet_real_floor: float             # the same for n real training digits
+    floor_std: float
 
     def __str__(self) -> str:
-        return (f"{self.n} samples: class accuracy {100 * self.class_accuracy:.1f} %, mean confidence "
-                f"{self.mean_confidence:.3f}, Fréchet distance {self.frechet:.2f} (real-data floor at this "
-                f"sample count: {self.frechet_real_floor:.2f})")
+        head = f"{self.n} samples: "
+        if self.class_accuracy is not None:
+            lo, hi = self.accuracy_interval
+            head += (f"class accuracy {100 * self.class_accuracy:.1f} % (95 % interval {100 * lo:.1f}-{100 * hi:.1f} "
+                     f"%" + (f"; the MLP: {100 * self.second_accuracy:.1f} %" if self.second_accuracy is not None
+                             else "") + "), ")
+        return (head + f"mean confidence {self.mean_confidence:.3f}, Fréchet distance {self.frechet:.1f} ± "
+                f"{self.frechet_std:.1f} (real-data floor at this sample count: {self.frechet_real_floor:.1f} ± "
+                f"{self.floor_std:.1f})")
 
 
 @torch.no_grad()
-def evaluate_samples(classifier: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor,
-                     seed: int = 0) -> SampleMetrics:
-    """Metrics for generated digits. images: (N, 1, 28, 28) in [0, 1]; labels: (N,) the requested digits.
+def evaluate_samples(classifier: MNISTClassifier | Judges, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                     repeats: int = 5) -> SampleMetrics:
+    """Metrics for generated digits. images: (N, 1, 28, 28) in [0, 1]; labels: (N,) the requested digits, or None
+    for unconditional samples. classifier: the CNN, or both Judges (then the MLP cross-checks the accuracy).
     The distance compares the samples with N random test digits; the floor compares N random *training* digits
-    (what a generator that learned its training data perfectly would produce) with the same test digits."""
+    (what a generator that learned its training data perfectly would produce) with the same test digits; each is
+    the mean over `repeats` draws of those real digits, with its standard deviation."""
+    second = classifier.second if isinstance(classifier, Judges) else None
+    classifier = classifier.classifier if isinstance(classifier, Judges) else classifier
     dev = next(classifier.parameters()).device
     N = images.shape[0]
     test_x, _ = load_mnist(train=False)
     train_x, _ = load_mnist(train=True)
     if N > test_x.shape[0]:
         raise ValueError(f"at most {test_x.shape[0]} samples can be compared with the test set, got {N}")
-    g = torch.Generator().manual_seed(seed)
-    pick = lambda x: x[torch.randperm(x.shape[0], generator=g)[:N]].unsqueeze(1).float().div(255.0).to(dev)
-    ref, floor = pick(test_x), pick(train_x)                                  # (N, 1, 28, 28) each
     images = images.to(dev).float()
     probs = _batched(lambda x: classifier(x).softmax(1), images).cpu()       # (N, 10)
-    labels = labels.cpu()
-    f_ref = _batched(classifier.features, ref).cpu()                          # (N, 128)
-    return SampleMetrics(
-        n=N,
-        class_accuracy=(probs.argmax(1) == labels).float().mean().item(),
-        mean_confidence=probs[torch.arange(N), labels].mean().item(),
-        frechet=frechet_distance(_batched(classifier.features, images).cpu(), f_ref),
-        frechet_real_floor=frechet_distance(_batched(classifier.features, floor).cpu(), f_ref),
-    )
+    f_samples = _batched(classifier.features, images).cpu()                  # (N, 128)
+    g = torch.Generator().manual_seed(0)
+    pick = lambda x: x[torch.randperm(x.shape[0], generator=g)[:N]].unsqueeze(1).float().div(255.0).to(dev)  # noqa
+    distances, floors = [], []
+    for _ in range(repeats):
+        f_ref = _batched(classifier.features, pick(test_x)).cpu()             # (N, 128) each
+        distances.append(frechet_distance(f_samples, f_ref))
+        floors.append(frechet_distance(_batched(classifier.features, pick(train_x)).cpu(), f_ref))
+    distances, floors = torch.tensor(distances), torch.tensor(floors)
+    spread = lambda v: float(v.std()) if len(v) > 1 else 0.0                   # noqa: E731
+    if labels is None:
+        hits = acc = interval = second_acc = None
+        confidence = probs.max(1).values.mean().item()
+    else:
+        labels = labels.cpu()
+        hits = int((probs.argmax(1) == labels).sum())
+        acc, interval = hits / N, wilson_interval(hits, N)
+        second_acc = accuracy(second, images, labels) if second is not None else None
+        confidence = probs[torch.arange(N), labels].mean().item()
+    return SampleMetrics(n=N, class_accuracy=acc, accuracy_interval=interval, second_accuracy=second_acc,
+                         mean_confidence=confidence, frechet=float(distances.mean()), frechet_std=spread(distances),
+                         frechet_real_floor=float(floors.mean()), floor_std=spread(floors))

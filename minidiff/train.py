@@ -25,7 +25,6 @@ writes checkpoints and shows progress. The result equals one process's up to flo
 from __future__ import annotations
 
 import dataclasses
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import ddpm, distributed, flow
-from .data import atomic_save
+from .data import atomic_save, load_verified
 from .mnist_unet import MNISTUNet, MNISTUNetConfig
 
 CHECKPOINT = "checkpoint.pt"          # the latest epoch: everything needed to resume
@@ -256,29 +255,15 @@ def _check_finite(value: float, epoch: int, step: int, path: Path) -> None:
 
 
 def load_checkpoint(path: Path | str) -> dict:
-    """Load a checkpoint or snapshot safely (weights_only=True); a damaged file gives a one-line error.
-
-    torch.save writes a zip archive that stores a CRC-32 of every record, but torch.load does not check them: a
-    flipped bit in the weights would load silently. `testzip` reads every record and compares its CRC first."""
+    """Load a checkpoint or snapshot safely (weights_only=True, every record's CRC checked: data.load_verified); a
+    damaged file gives a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; run the training stage first")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad_record = archive.testzip()
-        if bad_record is not None:
-            raise ValueError(f"CRC mismatch in {bad_record}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # zipfile and torch raise several types for truncated/corrupted archives
-        raise ValueError(f"checkpoint {path} is corrupted or truncated ({type(e).__name__}: {_first_line(e)}); "
-                         f"delete it and rerun the training stage") from None
+    state = load_verified(path, "delete it and rerun the training stage")
     if not isinstance(state, dict) or not {"model", "config", "epoch"} <= state.keys():
         raise ValueError(f"{path} is not a minidiff checkpoint (missing model/config/epoch)")
     return state
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [""])[0][:120]
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu", ema: bool = True) -> MNISTUNet:

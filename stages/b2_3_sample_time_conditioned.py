@@ -4,6 +4,8 @@ DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) over all T = 300 steps fro
 Outputs in outputs/b2_3_sample_time_conditioned/:
   samples_epoch{e}.png   a grid of samples per snapshot
   denoising_epoch{e}.gif the reverse process of those samples, every 10th step
+  metrics.json           the quality of 1000 samples (quick: 200, of the last snapshot only), measured by independent
+                         classifiers (minidiff.evaluate): their mean confidence and the Fréchet distance with its floor
   samples.pt             {"images": (N, 1, 28, 28) in [0, 1]} from the last epoch
 """
 import common

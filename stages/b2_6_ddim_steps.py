@@ -25,21 +25,21 @@ GAMMA = ddpm.GAMMA                              # report 5B §2.4: 5
 ETA = 0.0                                       # Song et al. 2021: eta = 0 is DDIM proper (deterministic)
 SETTINGS = [("ddim", 5), ("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddpm", 300)]   # (update rule, steps)
 STEPS = {"ddim": partial(ddim_step, eta=ETA), "ddpm": reverse_step}
-EVAL_PER_DIGIT = 10                             # 100 samples per setting (quick: 3 per digit)
+EVAL_PER_DIGIT = 20                             # 200 samples per setting
 
 
 def main(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--checkpoint", help="the class-conditioned checkpoint.pt (default: the b2_4 stage's)")
     p.add_argument("--gamma", type=float, default=GAMMA, help="classifier-free guidance scale")
-    p.add_argument("--per-digit", type=int, help=f"samples per digit and setting (default {EVAL_PER_DIGIT}, quick 3)")
+    p.add_argument("--per-digit", type=int, help=f"samples per digit and setting (default {EVAL_PER_DIGIT})")
     args = p.parse_args(argv)
     rec = common.record(args, "b2_6_ddim_steps")
     dev = common.device(args.device)
     run = part_b.trained_run(args, "class", rec, args.checkpoint)
     model = load_model(run.checkpoint, dev)                                  # the latest epoch
-    classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
-    per_digit = args.per_digit or (3 if args.quick else EVAL_PER_DIGIT)
+    judged = part_b.judges(args, rec)
+    per_digit = args.per_digit or EVAL_PER_DIGIT
     digits = torch.arange(10).repeat(per_digit)                               # (N,) rows of 0..9
     x_T = torch.randn((len(digits), 1, 28, 28), generator=common.generator(args.seed, dev), device=dev)
 
@@ -50,10 +50,13 @@ def main(argv=None):
         images = ddpm.sample(model, x_T, digits, args.gamma, common.generator(args.seed + 1, dev),
                              spaced_timesteps(ddpm.NUM_STEPS, n_steps), STEPS[rule])   # 300 steps: every t
         seconds = time.perf_counter() - start
-        accuracy = evaluate.accuracy(classifier, images, digits)
-        rec.notes.append(f"{name}: class accuracy {100 * accuracy:.1f} % of {len(digits)} samples ({seconds:.1f} s)")
+        accuracy = evaluate.accuracy(judged.classifier, images, digits)
+        lo, hi = evaluate.wilson_interval(round(accuracy * len(digits)), len(digits))
+        rec.notes.append(f"{name}: class accuracy {100 * accuracy:.1f} % of {len(digits)} samples (95 % interval "
+                         f"{100 * lo:.1f}-{100 * hi:.1f} %; {seconds:.1f} s)")
         rec.metrics[f"{rule}_{n_steps}"] = {"step": rule, "eta": ETA if rule == "ddim" else None, "steps": n_steps,
-                                            "class_accuracy": accuracy, "n": len(digits), "seconds": seconds}
+                                            "class_accuracy": accuracy, "accuracy_interval": [lo, hi],
+                                            "n": len(digits), "seconds": seconds}
         rows.append(list(images[:10].cpu()))
         names.append(name)
     rec.wrote(viz.save_table(rows, rec.out / "samples.png", col_titles=[str(d) for d in range(10)],

@@ -4,6 +4,8 @@ Euler integration of the learned velocity from pure noise at t = 0 to the digits
 x <- x + (1 / N) u_theta(x, t) (flow.sample). Outputs in outputs/fm2_3_sample_time_conditioned/:
   samples_epoch{e}.png   a grid of samples per snapshot
   denoising_epoch{e}.gif the integration of those samples, every 10th step
+  metrics.json           the quality of 1000 samples (quick: 200, of the last snapshot only), measured by independent
+                         classifiers (minidiff.evaluate): their mean confidence and the Fréchet distance with its floor
   samples.pt             {"images": (N, 1, 28, 28) in [0, 1]} from the last epoch
 """
 import common

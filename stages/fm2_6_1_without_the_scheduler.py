@@ -35,13 +35,13 @@ def main(argv=None):
     else:
         rec.notes.append(f"no scheduled run at {scheduled} to compare with: run "
                          f"`{common.command(part_b.TRAIN_STAGE['flow_class'], args)}` first")
-    classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
+    judged = part_b.judges(args, rec)
     digits = torch.arange(10).repeat(args.per_digit)                           # (N,) rows of 0..9
     x0 = torch.randn((len(digits), 1, 28, 28), generator=common.generator(args.seed, dev), device=dev)
     grids = []
     for name, path in runs.items():                                           # the same noise for both models
         images = flow.sample(load_model(path, dev), x0, digits, progress=True)  # CFG 5, Euler 300, the EMA weights
-        m = evaluate.evaluate_samples(classifier, images, digits)
+        m = evaluate.evaluate_samples(judged, images, digits)
         rec.notes.append(f"{name}: {m}")
         rec.metrics[name] = m.__dict__
         grids.append(viz.tile(images[:10 * part_b.SAMPLES_PER_DIGIT], nrow=10))

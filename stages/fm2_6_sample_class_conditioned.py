@@ -4,7 +4,7 @@
 
 For each snapshot (after 1, 5 and 10 epochs; quick profile: 1 and 2): 4 samples of every digit and their GIF; and the
 quality measured by an independent classifier (minidiff.evaluate) on a larger batch of which those are the first 4
-rows (100 samples per digit; quick profile: the last snapshot only, 10 per digit).
+rows (100 samples per digit; quick profile: the last snapshot only, 20 per digit).
 Outputs in outputs/fm2_6_sample_class_conditioned/:
   samples_epoch{e}.png   4 rows x 10 digits
   denoising_epoch{e}.gif the integration, every 10th step

@@ -48,7 +48,7 @@ def main(argv=None):
     rec = common.record(args, "fm2_7_flow_vs_ddpm")
     dev = common.device(args.device)
     models = {name: load_model(part_b.trained_run(args, name, rec).checkpoint, dev) for name in ("class", "flow_class")}
-    classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt", dev)
+    judged = part_b.judges(args, rec)
     digits = torch.arange(10).repeat(args.per_digit)                                     # (N,) rows of 0..9
     x_T = torch.randn((len(digits), 1, 28, 28), generator=common.generator(args.seed, dev), device=dev)
     rows, names = [], []
@@ -57,7 +57,7 @@ def main(argv=None):
         start = time.perf_counter()
         images = draw(sampler, models[model], x_T, digits, evaluations, common.generator(args.seed + 1, dev))
         seconds = time.perf_counter() - start
-        m = evaluate.evaluate_samples(classifier, images, digits)
+        m = evaluate.evaluate_samples(judged, images, digits)
         rec.notes.append(f"{name} ({seconds:.1f} s): {m}")
         rec.metrics[name] = {**m.__dict__, "model_evaluations": evaluations, "seconds": seconds}
         rows.append(list(images[:10].cpu()))

@@ -47,7 +47,7 @@ TRAIN_STAGE = {"denoiser": "b1_2_1_train_denoiser", "time": "b2_2_train_time_con
 GIF_EVERY = 10             # a GIF frame every 10th step of the sampling loop (and the last)
 SAMPLES_PER_DIGIT = 4      # report 5B §2.4, 2025 course §2.6: the figures show 4 samples of each digit
 EVAL_PER_DIGIT = 100       # the class models' metrics: 1000 samples ...
-QUICK_EVAL_PER_DIGIT = 10  # ... and 100 with --quick
+QUICK_EVAL_PER_DIGIT = 20  # ... and 200 with --quick
 
 
 def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -140,20 +140,19 @@ def gif_frames(x_T: torch.Tensor, steps: int, shown: int | None = None, every: i
 
 
 def sample_snapshots(args: argparse.Namespace, rec: common.Record, weights: list[tuple[int, Path]], draw,
-                     steps: int, title: str, digits_for=None, classifier=None, measured=(), shown: int = 40):
+                     steps: int, title: str, batch_for, judged=None, measured=(), shown: int = 40):
     """Sample each snapshot of a run from the same seed: samples_epoch{e}.png (the first `shown`, 10 a row) and
-    denoising_epoch{e}.gif; for the epochs in `measured`, the metrics of all the samples (minidiff.evaluate with
-    `classifier`) as a note and in rec.metrics. Returns (images, digits) of the last snapshot, for samples.pt.
+    denoising_epoch{e}.gif; for the epochs in `measured`, the metrics of all the samples (minidiff.evaluate with the
+    `judged` Judges) as a note and in rec.metrics. Returns (images, digits) of the last snapshot, for samples.pt.
 
     draw(model, x_T, digits, generator, callback) -> (N, 1, 28, 28) in [0, 1]: the stage's sampler of `steps` steps.
-    digits_for(epoch) -> (N,) the digits to ask for; None: args.num_samples unconditional samples.
+    batch_for(epoch) -> (N, digits): how many samples, and the (N,) digits to ask for or None (unconditional).
     """
     dev = common.device(args.device)
     for epoch, path in weights:
         model = load_model(path, dev)
-        digits = digits_for(epoch) if digits_for else None
+        n, digits = batch_for(epoch)
         gen = common.generator(args.seed, dev)
-        n = len(digits) if digits is not None else args.num_samples
         x_T = torch.randn((n, 1, 28, 28), generator=gen, device=dev)                    # the starting noise
         frames, keep = gif_frames(x_T, steps, shown)
         images = draw(model, x_T, digits, gen, keep)
@@ -161,33 +160,58 @@ def sample_snapshots(args: argparse.Namespace, rec: common.Record, weights: list
                                 title=f"{title}, epoch {epoch}"))
         rec.wrote(viz.save_gif(frames, rec.out / f"denoising_epoch{epoch}.gif", nrow=10))
         if epoch in measured:
-            m = evaluate.evaluate_samples(classifier, images, digits)
+            m = evaluate.evaluate_samples(judged, images, digits)
             rec.notes.append(f"epoch {epoch}: {m}")
             rec.metrics[f"epoch{epoch}"] = m.__dict__
     return images, digits
 
 
+def judges(args: argparse.Namespace, rec: common.Record) -> evaluate.Judges:
+    """The two classifiers that measure samples (minidiff.evaluate), cached in <--out>/classifier/ and trained there
+    on first use; a note says how good they are."""
+    judged = evaluate.judges(Path(args.out) / "classifier", common.device(args.device))
+    rec.notes.append(f"the metrics are {judged}")
+    return judged
+
+
 def add_sampling_args(p: argparse.ArgumentParser, train_stage: str, gamma: float | None = None):
-    """The sampling stages' options: --checkpoint; with gamma (class models) --gamma, --per-digit and --epoch,
-    else --num-samples."""
+    """The sampling stages' options: --checkpoint, --per-digit (class models) or --num-samples, --epoch; with gamma
+    (class models) --gamma."""
     p.add_argument("--checkpoint", help=f"the training checkpoint.pt (default: the {train_stage} stage's)")
     if gamma is None:
-        p.add_argument("--num-samples", type=int, default=40, help="samples per snapshot")
-        return p
-    p.add_argument("--gamma", type=float, default=gamma, help="classifier-free guidance scale")
-    p.add_argument("--per-digit", type=int, help=f"samples per digit for the metrics (default {EVAL_PER_DIGIT}, "
-                                                 f"quick {QUICK_EVAL_PER_DIGIT})")
+        p.add_argument("--num-samples", type=int, help=f"samples for the metrics (default {10 * EVAL_PER_DIGIT}, "
+                                                       f"quick {10 * QUICK_EVAL_PER_DIGIT}); the figures show 40")
+    else:
+        p.add_argument("--gamma", type=float, default=gamma, help="classifier-free guidance scale")
+        p.add_argument("--per-digit", type=int, help=f"samples per digit for the metrics (default {EVAL_PER_DIGIT}, "
+                                                     f"quick {QUICK_EVAL_PER_DIGIT})")
     p.add_argument("--epoch", type=int, help="sample only this snapshot (default: each; on a CPU the report "
                                              "profile's 1000 samples take over an hour a snapshot)")
     return p
 
 
+def snapshots_to_sample(args: argparse.Namespace, model: str, rec: common.Record) -> tuple[list, set]:
+    """The run's snapshots a sampling stage samples (all, or --epoch), and those it measures (quick: the last)."""
+    snapshots = trained_run(args, model, rec, args.checkpoint).weights              # first: fail fast without a model
+    if args.epoch is not None:
+        epochs = [e for e, _ in snapshots]
+        if args.epoch not in epochs:
+            raise ValueError(f"no snapshot of epoch {args.epoch}; this run has epochs {epochs}")
+        snapshots = [snapshots[epochs.index(args.epoch)]]
+    return snapshots, ({snapshots[-1][0]} if args.quick else {e for e, _ in snapshots})
+
+
 def sample_time_model(args: argparse.Namespace, rec: common.Record, model: str, draw, steps: int,
                       title: str) -> common.Record:
-    """§2.3 of either course: args.num_samples samples of every snapshot of the time-only run of `model`, their GIFs,
-    and samples.pt of the last."""
-    run = trained_run(args, model, rec, args.checkpoint)
-    images, _ = sample_snapshots(args, rec, run.weights, draw, steps, title, shown=args.num_samples)
+    """§2.3 of either course: samples of every snapshot (or --epoch) of the time-only run of `model`, their GIFs, the
+    quality of a larger batch (--num-samples; quick: the last snapshot only): the judges' confidence and the Fréchet
+    distance (a time-only model asks for no digit); metrics.json, and samples.pt of the last."""
+    snapshots, measured = snapshots_to_sample(args, model, rec)
+    judged = judges(args, rec)
+    n = args.num_samples or 10 * (QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT)
+    images, _ = sample_snapshots(args, rec, snapshots, draw, steps, title, judged=judged, measured=measured,
+                                 batch_for=lambda e: (n if e in measured else 40, None))
+    rec.write_metrics()
     rec.wrote(save_samples(rec.out / "samples.pt", images))
     return rec
 
@@ -196,21 +220,16 @@ def sample_class_model(args: argparse.Namespace, rec: common.Record, model: str,
                        title: str) -> common.Record:
     """Report 5B §2.4, 2025 course §2.6: for every snapshot (or --epoch) of the class-conditioned run of `model`,
     4 samples of each digit and their GIF, from a larger batch (--per-digit of each) whose quality the independent
-    classifier measures (quick: the last snapshot only); metrics.json, and samples.pt of the last."""
-    snapshots = trained_run(args, model, rec, args.checkpoint).weights              # first: fail fast without a model
-    if args.epoch is not None:
-        epochs = [e for e, _ in snapshots]
-        if args.epoch not in epochs:
-            raise ValueError(f"no snapshot of epoch {args.epoch}; this run has epochs {epochs}")
-        snapshots = [snapshots[epochs.index(args.epoch)]]
-    classifier = evaluate.load_or_train_classifier(args.out / "classifier" / "mnist_classifier.pt",
-                                                   common.device(args.device))
+    classifiers measure (quick: the last snapshot only); metrics.json, and samples.pt of the last."""
+    snapshots, measured = snapshots_to_sample(args, model, rec)
+    judged = judges(args, rec)
     per_digit = args.per_digit or (QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT)
-    measured = {snapshots[-1][0]} if args.quick else {e for e, _ in snapshots}
-    images, digits = sample_snapshots(
-        args, rec, snapshots, draw, steps, title, classifier=classifier, measured=measured,
-        shown=10 * SAMPLES_PER_DIGIT,
-        digits_for=lambda e: torch.arange(10).repeat(per_digit if e in measured else SAMPLES_PER_DIGIT))  # rows 0..9
+
+    def batch_for(epoch):                                          # rows of 0..9
+        digits = torch.arange(10).repeat(per_digit if epoch in measured else SAMPLES_PER_DIGIT)
+        return len(digits), digits
+    images, digits = sample_snapshots(args, rec, snapshots, draw, steps, title, batch_for, judged, measured,
+                                      shown=10 * SAMPLES_PER_DIGIT)
     rec.write_metrics()
     rec.wrote(save_samples(rec.out / "samples.pt", images, digits))
     return rec

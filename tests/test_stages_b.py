@@ -22,7 +22,7 @@ PIPELINE = [   # (stage, extra arguments, files it writes)
     ("b1_2_2_out_of_distribution", [], ["ood.png"]),
     ("b2_2_train_time_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
     ("b2_3_sample_time_conditioned", ["--num-samples", "10"], ["samples_epoch1.png", "denoising_epoch1.gif",
-                                                               "samples.pt"]),
+                                                               "metrics.json", "samples.pt"]),
     ("b2_4_train_class_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
     ("b2_5_sample_class_conditioned", ["--per-digit", "2"], ["samples_epoch1.png", "denoising_epoch1.gif",
                                                              "metrics.json", "samples.pt"]),
@@ -30,16 +30,25 @@ PIPELINE = [   # (stage, extra arguments, files it writes)
 ]
 
 
+def write_judges(folder: Path, train_on: int = 1024) -> None:
+    """Cache the two judges of minidiff.evaluate in folder, trained one epoch on `train_on` digits (0: untrained)
+    instead of three on all 60000, as if by their recipes (the stages then load them)."""
+    from minidiff.data import atomic_save, load_mnist
+    from minidiff.evaluate import JUDGES, RECIPES, train_classifier
+    x, y = load_mnist(train=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in ("cnn", "mlp"):
+        torch.manual_seed(0)
+        model = train_classifier(x[:train_on], y[:train_on], kind, 1, progress=False) if train_on else JUDGES[kind]()
+        atomic_save({"model": model.state_dict(), "recipe": {**RECIPES[kind], "kind": kind}, "test_accuracy": 0.5},
+                    folder / f"mnist_{kind}.pt")
+
+
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
-    """An output folder with a cached classifier trained on 1024 digits (the real one takes a minute)."""
-    from minidiff.data import load_mnist
-    from minidiff.evaluate import train_classifier
+    """An output folder with cached judges trained on 1024 digits (the real ones take minutes)."""
     out = tmp_path_factory.mktemp("outputs")
-    x, y = load_mnist(train=True)
-    (out / "classifier").mkdir()
-    torch.save(train_classifier(x[:1024], y[:1024], progress=False).state_dict(),
-               out / "classifier" / "mnist_classifier.pt")
+    write_judges(out / "classifier")
     return out
 
 
@@ -65,7 +74,7 @@ FLOW_PIPELINE = [   # the 2025 course's Part B after the shared Part 1, then the
     ("fm1_2_3_denoising_pure_noise", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png", "results_epoch1.png"]),
     ("fm2_2_train_time_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
     ("fm2_3_sample_time_conditioned", ["--num-samples", "10", "--steps", "5"],
-     ["samples_epoch1.png", "denoising_epoch1.gif", "samples.pt"]),
+     ["samples_epoch1.png", "denoising_epoch1.gif", "metrics.json", "samples.pt"]),
     ("fm2_5_train_class_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
     ("fm2_6_sample_class_conditioned", ["--per-digit", "2", "--steps", "5"],
      ["samples_epoch1.png", "denoising_epoch1.gif", "metrics.json", "samples.pt"]),
@@ -87,6 +96,7 @@ def test_flow_matching_pipeline_runs_in_order_and_writes_every_figure(out):
     metrics = json.loads((out / "fm2_6_1_without_the_scheduler" / "metrics.json").read_text())
     assert list(metrics) == ["exponential decay (fm2_5)", "constant rate 1e-3 + EMA"]      # side by side
     assert all(m["n"] == 10 for m in metrics.values())
+    assert json.loads((out / "fm2_3_sample_time_conditioned" / "metrics.json").read_text())["epoch1"]["n"] == 10
     metrics = json.loads((out / "fm2_7_flow_vs_ddpm" / "metrics.json").read_text())
     assert [m["model_evaluations"] for m in metrics.values()] == [10, 50, 300, 10, 50, 300, 9, 49]
     assert all(0 <= m["class_accuracy"] <= 1 and m["frechet_real_floor"] > 0 for m in metrics.values())
@@ -170,7 +180,6 @@ def test_run_all_finds_the_figures_of_a_relative_out_from_another_folder(tmp_pat
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     from minidiff.data import load_mnist
-    from minidiff.evaluate import MNISTClassifier
     from minidiff.train import TrainConfig, train
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -178,9 +187,7 @@ def tiny_run(tmp_path_factory):
     x, y = load_mnist()
     train(TrainConfig.class_conditioned(num_hiddens=8, epochs=1, batch_size=64), root / "model", x[:512], y[:512],
           progress=False)
-    (root / "out" / "classifier").mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(MNISTClassifier().state_dict(), root / "out" / "classifier" / "mnist_classifier.pt")
+    write_judges(root / "out" / "classifier", train_on=0)
     yield root
     torch.set_num_threads(threads)
 
