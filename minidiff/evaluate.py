@@ -1,7 +1,8 @@
 """Measuring samples: two independent MNIST classifiers, class accuracy with its interval, confidence, and a Fréchet
 distance beside its real-data floor.
 
-The judges are trained by the project itself on the MNIST training set, once, and cached with their test accuracy:
+The judges are trained by the project itself on the MNIST training set, once per machine, and cached with their test
+accuracy (default_judges_dir):
 a small CNN (the one whose features the Fréchet distance uses; >= 99 % on the test set) and, to cross-check it, an
 MLP on the raw pixels, built differently on purpose (no convolutions, no augmentation). For a batch of generated
 digits we report
@@ -18,6 +19,7 @@ digits we report
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -65,6 +67,7 @@ class MNISTMLP(nn.Module):
 
 # How each judge is trained (the cache records it: a cache made another way is retrained). Adam, batch 64, the rate
 # decayed linearly to 0; `shift`: each training digit moved by up to that many pixels (the CNN's augmentation).
+JUDGES_ENV = "MINIDIFF_JUDGES"
 RECIPES = {"cnn": dict(epochs=3, lr=1e-3, shift=2, seed=0), "mlp": dict(epochs=3, lr=1e-3, shift=0, seed=1)}
 JUDGES = {"cnn": MNISTClassifier, "mlp": MNISTMLP}
 
@@ -144,9 +147,18 @@ class Judges:
                 f"MLP with {100 * self.second.test_accuracy:.2f} %")
 
 
-def judges(folder: Path | str, device: torch.device | str = "cpu", progress: bool = True) -> Judges:
-    """Both judges, cached in `folder` (mnist_cnn.pt, mnist_mlp.pt)."""
-    return Judges(*(load_or_train_classifier(Path(folder) / f"mnist_{kind}.pt", device, kind, progress)
+def default_judges_dir() -> Path:
+    """Where the judges are cached, once per machine: $MINIDIFF_JUDGES, else $XDG_CACHE_HOME/minidiff/judges
+    (~/.cache/minidiff/judges by default)."""
+    if os.environ.get(JUDGES_ENV):
+        return Path(os.environ[JUDGES_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "minidiff" / "judges"
+
+
+def judges(folder: Path | str | None = None, device: torch.device | str = "cpu", progress: bool = True) -> Judges:
+    """Both judges, cached in `folder` (default: default_judges_dir()) as mnist_cnn.pt and mnist_mlp.pt."""
+    folder = Path(folder) if folder is not None else default_judges_dir()
+    return Judges(*(load_or_train_classifier(folder / f"mnist_{kind}.pt", device, kind, progress)
                     for kind in ("cnn", "mlp")))
 
 
@@ -169,7 +181,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     inside [0, 1] and is not empty at p = 1."""
     p = successes / n
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
 
 
 def frechet_distance(f1: torch.Tensor, f2: torch.Tensor) -> float:

@@ -4,8 +4,11 @@ from far away), high frequencies from prompt 2 (seen up close); each a CFG estim
     eps = lowpass(eps_1(x_t)) + highpass(eps_2(x_t))    Gaussian, kernel 33, sigma 2   (guidance.hybrid)
 
 Report pairs: "a lithograph of a skull" far / "a lithograph of waterfalls" near, ...; MNIST: "0" far / "1" near, ...
+With digits the Part B judge reads MEASURED samples of each pair (one batch of as many seeds): the rate of those
+read as the near prompt up close AND as the far prompt seen from afar.
 Outputs in outputs/a1_10_hybrid_images/: hybrids.png (per pair, a row of hybrids up close and a row of the same
-seen from afar = the same low-pass filter, widened by stage II's upscaling) and samples.pt (prompts "far|near").
+seen from afar = the same low-pass filter, widened by stage II's upscaling), samples.pt (prompts "far|near") and
+metrics.json (digits: the rates).
 """
 import torch
 
@@ -32,23 +35,33 @@ def main(argv=None):
                                                   image=None, prompt=2)          # --prompt FAR NEAR
     pairs = [tuple(args.prompt)] if args.prompt else part_a.pick(args, backbone, PAIRS)
     n = part_a.count(args, backbone, SAMPLES_PER_PAIR, "num_samples")
-    rows, names, images, labels = [], [], [], []
+    judged = part_a.judges(backbone, dev, rec)
+    drawn = max(n, part_a.MEASURED) if judged else n                         # digits: the figure's + the measured
+    rows, names, images, labels, both = [], [], [], [], []
     for far, near in pairs:
         eps_fn = guidance.hybrid(backbone.model_fn, backbone.embed([far]), backbone.embed([near]),
                                  backbone.embed([""]), GAMMA, KERNEL_SIZE, SIGMA)
-        x = iterative_denoise(eps_fn, backbone.schedule, part_a.noise(backbone, n, dev, gen), backbone.timesteps,
-                              generator=gen, progress=True)
-        x = backbone.to_unit(backbone.upsample(x, [far] * n))
+        x = iterative_denoise(eps_fn, backbone.schedule, part_a.noise(backbone, drawn, dev, gen),
+                              backbone.timesteps, generator=gen, progress=True)
+        x = backbone.to_unit(backbone.upsample(x, [far] * drawn))
         scale = x.shape[-1] / backbone.image_shape[-1]                # IF: stage II made it 4x larger
         # seen from afar: the sampling's low-pass filter, widened to the shown size
         afar = guidance.gaussian_blur(x, 2 * round(KERNEL_SIZE // 2 * scale) + 1, SIGMA * scale)
-        rows += [list(x), list(afar)]
+        if judged:                                                    # near up close AND far from afar
+            hits = ((part_a.read(judged, x) == part_a.label_of(near))
+                    & (part_a.read(judged, afar) == part_a.label_of(far)))
+            both.append(hits)
+            part_a.measure(rec, f"{far}|{near}", hits, f'"{near}" up close and "{far}" from afar')
+        rows += [list(x[:n]), list(afar[:n])]
         names += [f"near: {part_a.title(near)}", f"far: {part_a.title(far)}"]
-        images.append(x)
+        images.append(x[:n])
         labels += [f"{far}|{near}"] * n
     rec.wrote(viz.save_table(rows, rec.out / "hybrids.png", row_titles=names,
                              title=f"§1.10 hybrid images, kernel {KERNEL_SIZE}, sigma {SIGMA:g} ({backbone.name})"))
     part_a.save_samples(rec, torch.cat(images), labels)
+    if judged:
+        part_a.measure(rec, "all pairs", torch.cat(both), "every pair read both ways")
+        rec.write_metrics()
     return rec
 
 

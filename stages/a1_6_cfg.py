@@ -3,15 +3,20 @@
     eps_hat = eps_u + gamma (eps_c - eps_u),   gamma = 7,   eps_u from the empty prompt ""
 
 Samples from pure noise, one per prompt: the report's 5 x "a high quality photo"; MNIST one of each digit.
-Outputs in outputs/a1_6_cfg/: samples.png and samples.pt (labels = the digits with MNIST).
+Outputs in outputs/a1_6_cfg/: samples.png and samples.pt (labels = the digits with MNIST). With digits, the class
+accuracy and the Fréchet distance against gamma (MEASURED samples of each digit from other seeds, minidiff.evaluate
+with the Part B judges): more guidance draws the asked digit more often, and the same few ways (metrics.json).
 """
+import torch
+
 import common
 import part_a
-from minidiff import viz
+from minidiff import evaluate, viz
 from minidiff.sampling import iterative_denoise
 
 GAMMA = 7.0                                                                       # §1.6
 PROMPTS = {"photos": ["a high quality photo"] * 5, "digits": [str(d) for d in range(10)]}
+GAMMAS = (0.0, 1.0, 3.0, 5.0, 7.0)                                                # the measured sweep
 
 
 def main(argv=None):
@@ -24,6 +29,18 @@ def main(argv=None):
     rec.wrote(viz.save_table([list(images)], rec.out / "samples.png", col_titles=[part_a.title(p) for p in prompts],
                              title=f"§1.6 CFG, gamma = {GAMMA:g} ({backbone.name})"))
     part_a.save_samples(rec, images, prompts)
+    judged = part_a.judges(backbone, dev, rec)
+    if judged is not None:                                     # accuracy vs gamma, on fresh seeds
+        digits = torch.arange(10).repeat(part_a.MEASURED)
+        for gamma in GAMMAS:
+            g = common.generator(args.seed + 1, dev)                             # the same noise for every gamma
+            x = iterative_denoise(part_a.eps_fn_for(backbone, [str(int(d)) for d in digits], gamma),
+                                  backbone.schedule, part_a.noise(backbone, len(digits), dev, g), backbone.timesteps,
+                                  generator=g)
+            m = evaluate.evaluate_samples(judged, backbone.to_unit(x), digits)
+            rec.metrics[f"gamma_{gamma:g}"] = m.__dict__
+            rec.notes.append(f"gamma = {gamma:g}: {m}")
+        rec.write_metrics()
     return rec
 
 

@@ -24,7 +24,7 @@ def main(argv=None):
     paths = part_a.pick(args, backbone, IMAGES, "image")
     images = [backbone.load_image(p) for p in paths]
     eps_fn = part_a.eps_fn_for(backbone, prompt, GAMMA)
-    rows, edits, cols = part_a.sdedit_rows(backbone, [eps_fn] * len(images), images, I_STARTS, gen)
+    rows, edits, cols, _ = part_a.sdedit_rows(backbone, [eps_fn] * len(images), images, I_STARTS, gen)
     rec.wrote(viz.save_table(rows, rec.out / "edits.png", col_titles=cols, row_titles=[p.stem for p in paths],
                              title=f"§1.7.1 SDEdit of drawings and a web image, {part_a.title(prompt)} "
                                    f"({backbone.name})"))

@@ -5,6 +5,8 @@ reset the pixels to keep (mask = 0) to the original noised to the current timest
 
 with CFG (gamma = 7, "a high quality photo"; MNIST: the unconditional ""). Default masks (MASKS, one per test
 image, cycled): the top half, the right half, a centred square; --mask takes image files (white = generate).
+With digits the Part B judge reads MEASURED inpaintings of each image (one batch of as many seeds): how many keep
+the original digit where the mask leaves enough of it (metrics.json).
 Outputs in outputs/a1_7_2_inpainting/: inpainting.png (rows: original, mask, kept part, result) and samples.pt.
 """
 import torch
@@ -44,17 +46,25 @@ def main(argv=None):
         masks = [(load_image(p, H, channels=1) > 0.5).float() for p in args.mask]
     else:
         masks = [box_mask(k, H, W) for k in MASKS]
+    judged = part_a.judges(backbone, dev, rec)
+    drawn = part_a.MEASURED if judged else 1                          # digits: one batch of as many seeds
     cols, results, u = [], [], backbone.to_unit
     for i, (name, x0) in enumerate(named):
         m = masks[i % len(masks)].to(dev)
-        x = inpaint(eps_fn, backbone.schedule, x0, m, backbone.timesteps, generator=gen)
-        results.append(u(x)[0])
-        cols.append((name, [u(x0)[0], m[0].expand(C, H, W), (u(x0) * (1 - m))[0], u(x)[0]]))
+        x = u(inpaint(eps_fn, backbone.schedule, x0.expand(drawn, *x0.shape[1:]), m, backbone.timesteps,
+                      generator=gen))                                 # (drawn, C, H, W) in [0, 1]
+        results.append(x[0])
+        cols.append((name, [u(x0)[0], m[0].expand(C, H, W), (u(x0) * (1 - m))[0], x[0]]))
+        if judged:                                                    # does the completion keep the digit?
+            part_a.measure(rec, name, part_a.read(judged, x) == part_a.read(judged, u(x0))[0],
+                           f"{name}: inpaintings read as the original digit")
     rows = [list(r) for r in zip(*[c for _, c in cols])]         # transpose: one column per image
     rec.wrote(viz.save_table(rows, rec.out / "inpainting.png", col_titles=[n for n, _ in cols],
                              row_titles=["original", "mask (white = new)", "kept", "inpainted"],
                              title=f"§1.7.2 inpainting [A.5], {part_a.title(prompt)} ({backbone.name})"))
     part_a.save_samples(rec, torch.stack(results), [prompt] * len(results))
+    if judged:
+        rec.write_metrics()
     return rec
 
 

@@ -5,7 +5,11 @@ test digits (7, 2, 3) edited toward "1", "7" and "8".
 
 Outputs in outputs/a1_7_3_text_conditioned/: edits.png (one row per image/prompt pair, columns i_start = 1 .. 20,
 original) and samples.pt.
+With digits the Part B judge reads MEASURED edits at each i_start (one batch of as many seeds): the share read as
+the prompt's digit falls, and as the original's rises, as i_start grows (metrics.json).
 """
+import torch
+
 import common
 import part_a
 from minidiff import viz
@@ -22,11 +26,23 @@ def main(argv=None):
     named = part_a.inputs(args, backbone)
     prompts = [prompts[i % len(prompts)] for i in range(len(named))]            # image i gets prompt i (cycled)
     eps_fns = [part_a.eps_fn_for(backbone, p, GAMMA) for p in prompts]
-    rows, edits, cols = part_a.sdedit_rows(backbone, eps_fns, [x for _, x in named], I_STARTS, gen)
+    judged = part_a.judges(backbone, dev, rec)
+    rows, edits, cols, batches = part_a.sdedit_rows(backbone, eps_fns, [x for _, x in named], I_STARTS, gen,
+                                                    drawn=part_a.MEASURED if judged else 1)
     rec.wrote(viz.save_table(rows, rec.out / "edits.png", col_titles=cols,
                              row_titles=[f"{n} -> {part_a.title(p)}" for (n, _), p in zip(named, prompts)],
                              title=f"§1.7.3 text-conditioned SDEdit, gamma = {GAMMA:g} ({backbone.name})"))
     part_a.save_samples(rec, edits, [p for p in prompts for _ in I_STARTS])
+    if judged:                                       # from the prompt's digit (much noise) to the original's (little)
+        originals = [part_a.read(judged, backbone.to_unit(x))[0] for _, x in named]
+        asked = [part_a.label_of(p) for p in prompts]
+        for k, i in enumerate(I_STARTS):
+            reads = [part_a.read(judged, batch[k]) for batch in batches]
+            part_a.measure(rec, f"prompt_at_i_start_{i}", torch.cat([r == y for r, y in zip(reads, asked)]),
+                           f"edits at i_start = {i} read as the prompt's digit")
+            part_a.measure(rec, f"original_at_i_start_{i}", torch.cat([r == y for r, y in zip(reads, originals)]),
+                           f"edits at i_start = {i} read as the original digit")
+        rec.write_metrics()
     return rec
 
 

@@ -4,7 +4,11 @@ Small i_start = more noise = a new image; large i_start = close to the input.
 
 Outputs in outputs/a1_7_image_to_image/: edits.png (one row per image, columns i_start = 1, 3, 5, 7, 10, 20 and
 the original) and samples.pt (the edits, row by row).
+With digits the Part B judge reads MEASURED edits of each image at each i_start (one batch of as many seeds): how
+many keep the original digit, a rate that grows with i_start (metrics.json).
 """
+import torch
+
 import common
 import part_a
 from minidiff import viz
@@ -19,10 +23,18 @@ def main(argv=None):
     prompt = part_a.pick(args, backbone, PROMPT)[0]
     named = part_a.inputs(args, backbone)
     eps_fn = part_a.eps_fn_for(backbone, prompt, GAMMA)
-    rows, edits, cols = part_a.sdedit_rows(backbone, [eps_fn] * len(named), [x for _, x in named], I_STARTS, gen)
+    judged = part_a.judges(backbone, dev, rec)
+    rows, edits, cols, batches = part_a.sdedit_rows(backbone, [eps_fn] * len(named), [x for _, x in named], I_STARTS,
+                                                    gen, drawn=part_a.MEASURED if judged else 1)
     rec.wrote(viz.save_table(rows, rec.out / "edits.png", col_titles=cols, row_titles=[n for n, _ in named],
                              title=f"§1.7 SDEdit, {part_a.title(prompt)}, gamma = {GAMMA:g} ({backbone.name})"))
     part_a.save_samples(rec, edits, [prompt] * len(edits))
+    if judged:                                       # the edits keep the original's digit more as i_start grows
+        originals = [part_a.read(judged, backbone.to_unit(x))[0] for _, x in named]
+        for k, i in enumerate(I_STARTS):
+            hits = torch.cat([part_a.read(judged, batch[k]) == y for batch, y in zip(batches, originals)])
+            part_a.measure(rec, f"original_at_i_start_{i}", hits, f"edits at i_start = {i} read as the original digit")
+        rec.write_metrics()
     return rec
 
 

@@ -7,7 +7,7 @@ so that the weights settle. At a constant rate the weights keep jittering at tha
 average of the weights (decay 0.999; Polyak & Juditsky 1992), which averages the late jitter away as the decay
 would have damped it. Sampling uses the average.
 Outputs in outputs/fm2_6_1_without_the_scheduler/: loss.png, checkpoint.pt and snapshots, compare.png (4 samples of
-each digit from each model, the same starting noise), metrics.json (both models, CFG gamma = 5, Euler N = 300).
+each digit from each model, the same starting noise), metrics.json (both models, CFG gamma = 5, Euler N = 300; quick profile: N = 50).
 """
 from pathlib import Path
 
@@ -25,6 +25,8 @@ def main(argv=None):
                                                   "checkpoint.pt under --out)")
     p.add_argument("--per-digit", type=int, default=part_b.QUICK_EVAL_PER_DIGIT,
                    help="samples per digit for the metrics (default: %(default)s)")
+    p.add_argument("--steps", type=int, help=f"Euler steps (default: the course's {flow.NUM_STEPS['class']}; "
+                                             f"quick: {part_b.QUICK_FLOW_STEPS})")
     args = p.parse_args(argv)
     state, rec = part_b.run_training(args, "flow_class_no_scheduler", "class flow UNet, constant rate + EMA")
     dev = common.device(args.device)
@@ -40,7 +42,8 @@ def main(argv=None):
     x0 = torch.randn((len(digits), 1, 28, 28), generator=common.generator(args.seed, dev), device=dev)
     grids = []
     for name, path in runs.items():                                           # the same noise for both models
-        images = flow.sample(load_model(path, dev), x0, digits, progress=True)  # CFG 5, Euler 300, the EMA weights
+        images = flow.sample(load_model(path, dev), x0, digits, num_steps=part_b.flow_class_steps(args),
+                             progress=True)                               # CFG 5, Euler, the EMA weights
         m = evaluate.evaluate_samples(judged, images, digits)
         rec.notes.append(f"{name}: {m}")
         rec.metrics[name] = m.__dict__

@@ -1,6 +1,6 @@
 """2025 course §2.6: sampling the class-conditioned flow UNet with CFG on the velocity, gamma = 5.
 
-    u = u_u + gamma (u_c - u_u),   Euler in N = 300 steps from t = 0 to 1    (flow.sample)
+    u = u_u + gamma (u_c - u_u),   Euler in N = 300 steps from t = 0 to 1    (flow.sample; quick profile: N = 50)
 
 For each snapshot (after 1, 5 and 10 epochs; quick profile: 1 and 2): 4 samples of every digit and their GIF; and the
 quality measured by an independent classifier (minidiff.evaluate) on a larger batch of which those are the first 4
@@ -18,13 +18,16 @@ from minidiff import flow
 
 def main(argv=None):
     p = part_b.add_sampling_args(common.parser(__doc__), "fm2_5", flow.GAMMA)
-    p.add_argument("--steps", type=int, default=flow.NUM_STEPS["class"], help="Euler steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, help=f"Euler steps (default: the course's {flow.NUM_STEPS['class']}; "
+                                             f"quick: {part_b.QUICK_FLOW_STEPS})")
     args = p.parse_args(argv)
     rec = common.record(args, "fm2_6_sample_class_conditioned")
 
+    steps = part_b.flow_class_steps(args)
+
     def draw(model, x0, digits, generator, callback):                  # Euler with CFG, no noise drawn
-        return flow.sample(model, x0, digits, args.gamma, args.steps, callback=callback, progress=True)
-    return part_b.sample_class_model(args, rec, "flow_class", draw, args.steps,
+        return flow.sample(model, x0, digits, args.gamma, steps, callback=callback, progress=True)
+    return part_b.sample_class_model(args, rec, "flow_class", draw, steps,
                                      f"class-conditioned flow, γ = {args.gamma}")
 
 

@@ -8,6 +8,7 @@ and the report's 300-step DDPM for the DDPM model; Euler, and Heun, for the flow
 but the last: its 5 and 25 steps make 9 and 49). An
 independent classifier measures each setting (minidiff.evaluate): class accuracy, and the Fréchet distance beside the
 real-data floor at the same sample count.
+The quick profile leaves out the 300-evaluation settings (80 s of a CPU's demo; the README has them).
 Outputs in outputs/fm2_7_flow_vs_ddpm/: samples.png (one row of 0..9 per setting), metrics.json, samples.pt.
 """
 import time
@@ -27,6 +28,7 @@ SETTINGS = [   # (model, sampler, model evaluations)
     ("flow_class", "Euler", 10), ("flow_class", "Euler", 50), ("flow_class", "Euler", 300),
     ("flow_class", "Heun", 9), ("flow_class", "Heun", 49),
 ]
+QUICK_EVALUATIONS = 50     # --quick skips the 300-evaluation settings (b2_5 and b2_6 sample the DDPM model at 300)
 PER_DIGIT = 20                                            # 200 samples per setting
 
 
@@ -53,6 +55,8 @@ def main(argv=None):
     x_T = torch.randn((len(digits), 1, 28, 28), generator=common.generator(args.seed, dev), device=dev)
     rows, names = [], []
     for model, sampler, evaluations in SETTINGS:
+        if args.quick and evaluations > QUICK_EVALUATIONS:
+            continue
         name = f"{'DDPM model' if model == 'class' else 'flow model'}, {sampler} {evaluations}"
         start = time.perf_counter()
         images = draw(sampler, models[model], x_T, digits, evaluations, common.generator(args.seed + 1, dev))

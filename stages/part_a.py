@@ -20,12 +20,13 @@ from typing import Optional, Sequence
 import torch
 
 import common
-from minidiff import data, deepfloyd, guidance, hub, prompts
+from minidiff import data, deepfloyd, evaluate, guidance, hub, prompts
 from minidiff.editing import sdedit
 from minidiff.mnist_backbone import MNISTBackbone
 from minidiff.schedule import FlowPath
 
 QUICK_ITEMS = 2
+MEASURED = 20         # digits: the samples behind each rate a stage measures, one batch of as many seeds
 BLUR_KERNEL = 5                                   # §1.2: the Gaussian blur's size
 BLUR_SIGMA = {"photos": 2.0, "digits": 1.0}      # §1.2: sigma 2 on IF's 64 px photos; MNIST digits are 28 px
 MNIST_CHECKPOINT = {"mnist": Path("b2_4_train_class_conditioned") / "checkpoint.pt",      # under --out
@@ -209,14 +210,44 @@ def noise_levels(backbone, fractions: Sequence[float]) -> list[int]:
     return [int(round(f * backbone.schedule.num_steps)) for f in fractions]
 
 
-def sdedit_rows(backbone, eps_fns, images, i_starts: Sequence[int], gen: torch.Generator):
-    """§1.7-§1.7.3: SDEdit (editing.sdedit) of each image at each i_start, then the original.
-    eps_fns: one estimator per image. Returns (rows of (C, H, W) in [0, 1] for viz.save_table, the edits
-    (N, C, H, W) in [0, 1] in row order, column titles)."""
-    rows, edits = [], []
+def sdedit_rows(backbone, eps_fns, images, i_starts: Sequence[int], gen: torch.Generator, drawn: int = 1):
+    """§1.7-§1.7.3: SDEdit (editing.sdedit) of each image at each i_start, then the original; each edit drawn `drawn`
+    times in one batch (as many seeds), the figure showing the first. eps_fns: one estimator per image. Returns
+    (rows of (C, H, W) in [0, 1] for viz.save_table, the shown edits (N, C, H, W) in [0, 1] in row order, column
+    titles, batches[image][k]: the `drawn` edits (drawn, C, H, W) in [0, 1] at i_starts[k])."""
+    rows, edits, batches = [], [], []
     for eps_fn, x0 in zip(eps_fns, images):
-        row = [backbone.to_unit(sdedit(eps_fn, backbone.schedule, x0, backbone.timesteps, i, generator=gen))[0]
-               for i in i_starts]
-        edits += row
-        rows.append(row + [backbone.to_unit(x0)[0]])
-    return rows, torch.stack(edits), [f"i_start = {i}" for i in i_starts] + ["original"]
+        batch = [backbone.to_unit(sdedit(eps_fn, backbone.schedule, x0.expand(drawn, *x0.shape[1:]),
+                                         backbone.timesteps, i, generator=gen)) for i in i_starts]
+        edits += [b[0] for b in batch]
+        rows.append([b[0] for b in batch] + [backbone.to_unit(x0)[0]])
+        batches.append(batch)
+    return rows, torch.stack(edits), [f"i_start = {i}" for i in i_starts] + ["original"], batches
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Measuring what a figure claims, where the backbone draws digits: the Part B judges read the samples.
+# ---------------------------------------------------------------------------------------------------------------
+
+def judges(backbone, dev: torch.device, rec: common.Record) -> Optional[evaluate.Judges]:
+    """The judges of minidiff.evaluate when the backbone draws digits (else None: nothing here reads photos)."""
+    if backbone.domain != "digits":
+        return None
+    judged = evaluate.judges(device=dev)
+    rec.notes.append(f"the rates below are {judged}")
+    return judged
+
+
+def read(judged: evaluate.Judges, images: torch.Tensor) -> torch.Tensor:
+    """The CNN judge's reading of (N, 1, 28, 28) digits in [0, 1]: (N,) int64 on the CPU."""
+    with torch.no_grad():
+        return judged.classifier(images.float()).argmax(1).cpu()
+
+
+def measure(rec: common.Record, key: str, hits: torch.Tensor, what: str) -> float:
+    """Record the rate of `hits` ((N,) bool) with its 95 % Wilson interval: rec.metrics[key] and a note. Returns it."""
+    n, k = len(hits), int(hits.sum())
+    lo, hi = evaluate.wilson_interval(k, n)
+    rec.metrics[key] = {"rate": k / n, "interval": [lo, hi], "n": n}
+    rec.notes.append(f"{what}: {100 * k / n:.0f} % of {n} (95 % interval {100 * lo:.0f}-{100 * hi:.0f} %)")
+    return k / n
