@@ -8,8 +8,6 @@ original) and samples.pt.
 With digits the Part B judge reads MEASURED edits at each i_start (one batch of as many seeds): the share read as
 the prompt's digit falls, and as the original's rises, as i_start grows (metrics.json).
 """
-import torch
-
 import common
 import part_a
 from minidiff import viz
@@ -36,12 +34,8 @@ def main(argv=None):
     if judged:                                       # from the prompt's digit (much noise) to the original's (little)
         originals = [part_a.read(judged, backbone.to_unit(x))[0] for _, x in named]
         asked = [part_a.label_of(p) for p in prompts]
-        for k, i in enumerate(I_STARTS):
-            reads = [part_a.read(judged, batch[k]) for batch in batches]
-            part_a.measure(rec, f"prompt_at_i_start_{i}", torch.cat([r == y for r, y in zip(reads, asked)]),
-                           f"edits at i_start = {i} read as the prompt's digit")
-            part_a.measure(rec, f"original_at_i_start_{i}", torch.cat([r == y for r, y in zip(reads, originals)]),
-                           f"edits at i_start = {i} read as the original digit")
+        part_a.measure_edits(rec, judged, batches, I_STARTS, asked, "prompt", "the prompt's digit")
+        part_a.measure_edits(rec, judged, batches, I_STARTS, originals, "original", "the original digit")
         rec.write_metrics()
     return rec
 

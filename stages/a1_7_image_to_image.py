@@ -7,8 +7,6 @@ the original) and samples.pt (the edits, row by row).
 With digits the Part B judge reads MEASURED edits of each image at each i_start (one batch of as many seeds): how
 many keep the original digit, a rate that grows with i_start (metrics.json).
 """
-import torch
-
 import common
 import part_a
 from minidiff import viz
@@ -31,9 +29,7 @@ def main(argv=None):
     part_a.save_samples(rec, edits, [prompt] * len(edits))
     if judged:                                       # the edits keep the original's digit more as i_start grows
         originals = [part_a.read(judged, backbone.to_unit(x))[0] for _, x in named]
-        for k, i in enumerate(I_STARTS):
-            hits = torch.cat([part_a.read(judged, batch[k]) == y for batch, y in zip(batches, originals)])
-            part_a.measure(rec, f"original_at_i_start_{i}", hits, f"edits at i_start = {i} read as the original digit")
+        part_a.measure_edits(rec, judged, batches, I_STARTS, originals, "original", "the original digit")
         rec.write_metrics()
     return rec
 

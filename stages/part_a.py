@@ -244,6 +244,15 @@ def read(judged: evaluate.Judges, images: torch.Tensor) -> torch.Tensor:
         return judged.classifier(images.float()).argmax(1).cpu()
 
 
+def measure_edits(rec: common.Record, judged: evaluate.Judges, batches, i_starts: Sequence[int], digits, key: str,
+                  what: str):
+    """§1.7, §1.7.3: at each i_start, the rate of edits read as each image's digit in `digits` (one per image), as
+    measure() records it under f"{key}_at_i_start_{i}". batches: sdedit_rows' batches[image][k]."""
+    for k, i in enumerate(i_starts):
+        hits = torch.cat([read(judged, batch[k]) == y for batch, y in zip(batches, digits)])
+        measure(rec, f"{key}_at_i_start_{i}", hits, f"edits at i_start = {i} read as {what}")
+
+
 def measure(rec: common.Record, key: str, hits: torch.Tensor, what: str) -> float:
     """Record the rate of `hits` ((N,) bool) with its 95 % Wilson interval: rec.metrics[key] and a note. Returns it."""
     n, k = len(hits), int(hits.sum())
