@@ -10,7 +10,7 @@ import gzip
 import os
 import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -86,7 +86,7 @@ def load_image(path: Path | str, size: int, channels: int = 3) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             img.load()
-            img = _to_8bit_rgb(img)
+            img = _to_8bit_rgb(ImageOps.exif_transpose(img))   # a phone photo's EXIF orientation, applied
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot read {path} as an image ({type(e).__name__}: {e}); give a PNG or JPEG file") from None
     if min(img.size) < 8:
@@ -117,17 +117,33 @@ def _to_8bit_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def atomic_save(obj, path: Path | str) -> Path:
-    """torch.save to a temporary file in the same folder, flushed to disk, then renamed over `path`: a crash at any
-    moment leaves either the old file or the new one, never a torn one."""
+def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
+    """Write a file so that no failure can leave a torn one: `write(tmp)` fills a temporary file beside `path`
+    (named <name>.<pid>.tmp), which is flushed to disk and renamed over `path`. A crash at any moment leaves the old
+    file or the new one; a failed write (disk full, no permission) removes the temporary file, keeps the old file
+    and is one OSError line naming the file and the fix."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: a folder of that name is in the way; move it away and rerun")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if not isinstance(e, (OSError, RuntimeError)):      # Ctrl-C, or a bug: as it is
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:160]
+        raise OSError(f"could not write {path} ({reason}); free some disk space or fix the folder's permissions, "
+                      f"then rerun (the previous file, if any, is intact)") from e
     return path
+
+
+def atomic_save(obj, path: Path | str) -> Path:
+    """torch.save through atomic_write."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_verified(path: Path | str, fix: str):

@@ -120,10 +120,17 @@ def load_or_train_classifier(path: Path | str, device: torch.device | str = "cpu
     first use; a cache trained another way is retrained. The model's `test_accuracy` attribute says how good it is."""
     path = Path(path)
     if path.exists():
-        cached = load_verified(path, "delete it to retrain the classifier")
+        fix = "delete it to retrain the classifier"
+        cached = load_verified(path, fix)                        # a flipped bit: a CRC mismatch, one line
         if isinstance(cached, dict) and cached.get("recipe") == {**RECIPES[kind], "kind": kind}:
             model = JUDGES[kind]()
-            model.load_state_dict(cached["model"])
+            try:
+                model.load_state_dict(cached["model"])
+            except (KeyError, RuntimeError) as e:
+                raise ValueError(f"{path} does not hold the {kind} judge's weights ({str(e).splitlines()[0]}); "
+                                 f"{fix}") from None
+            if not all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()):
+                raise ValueError(f"{path} holds non-finite weights; {fix}")
             model.test_accuracy = cached["test_accuracy"]
             return model.to(device).eval()
     model = train_classifier(*load_mnist(train=True), kind=kind, device=device, progress=progress)

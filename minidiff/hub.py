@@ -17,8 +17,11 @@ Every failure is a one-line LoadError (or ValueError for a bad argument or confi
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import types
+import typing
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -115,12 +118,32 @@ class _Source:
         raise LoadError(f"{where} (revision {self.revision or 'main'}) has none of {names}: check the repo id, "
                         "subfolder and variant")
 
-    def config(self, subfolder: str) -> dict:
+    def config(self, subfolder: str, config_class):
+        """`subfolder/config.json` read into `config_class` (IFUNetConfig, T5Config), every field's type checked."""
         path = self.require(subfolder, ["config.json"])
         try:
-            return json.loads(path.read_text())
+            d = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise LoadError(f"{path} is not valid JSON ({e}): delete it and download it again") from None
+        if not isinstance(d, dict):
+            raise LoadError(f"{path} holds a JSON {type(d).__name__}, not an object of options: delete it and "
+                            "download it again")
+        hints = typing.get_type_hints(config_class)
+        def check(name, value, per_block_scalar):       # diffusers lets one value stand for a tuple of them
+            hint = hints[name]
+            scalar = per_block_scalar and typing.get_origin(hint) is tuple and _has_type(value, typing.get_args(hint)[0])
+            if not (_has_type(value, hint) or scalar):
+                raise LoadError(f"{path}: {name} = {value!r} is not of type {hint}: delete it and download it again")
+        for key, value in d.items():                    # as read: before from_dict computes with them
+            if key in hints:
+                check(key, value, per_block_scalar=True)
+        try:
+            config = config_class.from_dict(d)
+        except (TypeError, AttributeError) as e:       # e.g. len() of a number where a list belongs
+            raise LoadError(f"{path} has a wrongly typed option ({e}): delete it and download it again") from None
+        for field in dataclasses.fields(config):        # as built: a scalar must have become a tuple
+            check(field.name, getattr(config, field.name), per_block_scalar=False)
+        return config
 
     def weight_files(self, subfolder: str, stem: str, variant: str | None) -> list[Path]:
         """The safetensors files of one model: the variant's (sharded through an index, or single), else
@@ -253,9 +276,23 @@ def load_unet(source: str | os.PathLike, subfolder: str = "unet", variant: str |
         IFUNet in eval mode, no gradients.
     """
     files = _Source(source, revision)
-    config = IFUNetConfig.from_dict(files.config(subfolder))
+    config = files.config(subfolder, IFUNetConfig)
     paths = files.weight_files(subfolder, "diffusion_pytorch_model", variant)
     return _load(lambda: IFUNet(config), paths, dtype, device)
+
+
+def _has_type(value, hint) -> bool:
+    """Whether a config value read from JSON fits its field's type: int, float (an int is fine), str, bool, None,
+    X | Y and tuple[X, ...]. bool is not an int here, although Python says it is."""
+    if isinstance(hint, types.UnionType):
+        return any(_has_type(value, h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, (list, tuple)) and all(_has_type(v, typing.get_args(hint)[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
 
 
 def _tied_t5_embeddings(found: dict[str, Stored]) -> dict[str, Stored]:
@@ -280,7 +317,7 @@ def load_text_encoder(source: str | os.PathLike, subfolder: str = "text_encoder"
         raise ValueError("T5 overflows in float16 (inf/NaN embeddings): load the text encoder with "
                          "dtype=torch.bfloat16 or torch.float32 (the fp16 variant file is fine to read)")
     files = _Source(source, revision)
-    config = T5Config.from_dict(files.config(subfolder))
+    config = files.config(subfolder, T5Config)
     paths = files.weight_files(subfolder, "model", variant)
     return _load(lambda: T5Encoder(config), paths, dtype, device, rename=_tied_t5_embeddings)
 

@@ -66,7 +66,7 @@ class MNISTBackbone:
         digits = []
         for p in prompts:
             p = p.strip()
-            if p != "" and not (len(p) == 1 and p.isdigit()):
+            if p != "" and not (len(p) == 1 and p in "0123456789"):   # (not isdigit: "²" is a digit to it)
                 raise ValueError(f"the MNIST backbone's prompts are the digits '0'..'9' or '' (unconditional), got {p!r}")
             digits.append(int(p) if p else -1)
         return ddpm.one_hot(digits, device=self.device)

@@ -16,12 +16,14 @@ The cache file (safetensors):
 - one tensor per (encoder, prompt): name = the JSON list [source, revision, preprocessed prompt]
   (e.g. '["DeepFloyd/IF-I-XL-v1.0", "main", "a photo of a dog"]'; a local folder source is stored as its
   absolute path), value = (77, d_model) float32 on the CPU;
-- metadata {"format": "minidiff-prompt-embeds/1"}.
+- metadata {"format": "minidiff-prompt-embeds/2", "crc32": JSON {name: CRC-32 of the tensor's bytes}}: safetensors
+  has no checksum of its own, and a flipped bit would otherwise change images silently.
 Embeddings are stored in float32: T5 may run in bfloat16 or float32 and float32 holds either exactly
 (bf16 -> fp32 is lossless), the UNets consume float32 (or cast down themselves), and the cost is small
 (1.26 MB per XXL prompt, 23 MB for the report's 18). The first computation of a key wins: delete the file
 to recompute with another dtype. Writes are atomic (temporary file in the same folder + os.replace), so a
-crash never leaves a half-written cache; concurrent writers may drop each other's new entries (rerun).
+crash never leaves a half-written cache; concurrent writers may drop each other's new entries (rerun). Reading
+verifies every entry (checksum, shape, finite values); damage is one line naming the file and the fix.
 """
 from __future__ import annotations
 
@@ -29,16 +31,18 @@ import argparse
 import gc
 import json
 import os
-import tempfile
+import zlib
 from pathlib import Path
 
 import torch
 
+from minidiff.data import atomic_write
 from minidiff.t5 import preprocess_prompt
 
 DEFAULT_SOURCE = "DeepFloyd/IF-I-XL-v1.0"   # IF stage I's repo holds the text_encoder/ and tokenizer/ folders
 CACHE_ENV = "MINIDIFF_PROMPT_CACHE"
-FORMAT = "minidiff-prompt-embeds/1"
+FORMAT = "minidiff-prompt-embeds/2"      # 2: with a CRC-32 per entry
+MAX_LENGTH = 77                            # tokens per prompt (t5.T5Tokenizer)
 
 # Every prompt of the report (5A: sampling, §1.3-1.10; "a man wearing a hat" appears twice), deduplicated,
 # plus "", the unconditional prompt for CFG. Spellings as in the report ("amalfi cost").
@@ -78,46 +82,59 @@ def _corrupted(path: Path, reason: str) -> PromptCacheError:
                             "(missing embeddings are recomputed, or precompute them with `python -m minidiff.prompts`)")
 
 
+def _crc32(embed: torch.Tensor) -> str:
+    return f"{zlib.crc32(embed.contiguous().numpy().tobytes()):08x}"
+
+
 def read_cache(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All entries of the cache file {key: (77, d_model) float32}; {} when the file does not exist.
-    Raises PromptCacheError (one line, naming the file and the fix) when the file is not a valid cache."""
+    Every entry is verified before use: its CRC-32 (a flipped bit), that it is finite, and its shape (77, d_model),
+    one d_model for all. Raises PromptCacheError (one line, naming the file and the fix) when the file is not a valid
+    cache."""
     from safetensors import safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise PromptCacheError(f"prompt cache {path} is a folder; give a file path (--cache or ${CACHE_ENV})")
     if not path.exists():
         return {}
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             entries = {key: f.get_tensor(key) for key in f.keys()}
+        checksums = json.loads(metadata.get("crc32", "{}"))
     except Exception as e:  # safetensors reports truncation and garbage with its own error types
         raise _corrupted(path, f"{type(e).__name__}: {e}") from e
     if metadata.get("format") != FORMAT:
         raise _corrupted(path, f"format {metadata.get('format')!r}, expected {FORMAT!r}")
+    widths = {embed.shape[-1] for embed in entries.values()}
     for key, embed in entries.items():
         try:
-            ok = isinstance(json.loads(key), list) and embed.dim() == 2 and embed.dtype == torch.float32
+            ok = isinstance(json.loads(key), list)
         except json.JSONDecodeError:
             ok = False
-        if not ok:
-            raise _corrupted(path, f"bad entry {key[:60]!r}")
+        if not ok or embed.dtype != torch.float32 or embed.dim() != 2 or embed.shape[0] != MAX_LENGTH:
+            raise _corrupted(path, f"bad entry {key[:60]!r}: {embed.dtype} {tuple(embed.shape)}, expected float32 "
+                                   f"({MAX_LENGTH}, d_model)")
+        if len(widths) > 1:
+            raise _corrupted(path, f"entries of several widths {sorted(widths)}")
+        if checksums.get(key) != _crc32(embed):
+            raise _corrupted(path, f"checksum mismatch in {key[:60]!r}")
+        if not torch.isfinite(embed).all():
+            raise _corrupted(path, f"non-finite values in {key[:60]!r}")
     return entries
 
 
 def write_cache(path: str | os.PathLike, entries: dict[str, torch.Tensor]) -> None:
-    """Write all entries atomically: a temporary file in the same folder, then os.replace over `path`."""
+    """Write all entries, each with its CRC-32, atomically (data.atomic_write: a temporary file in the same folder,
+    then os.replace over `path`; a failed write is one OSError line and keeps the old file)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in entries.items()}, tmp, metadata={"format": FORMAT})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    entries = {k: v.contiguous() for k, v in entries.items()}
+    metadata = {"format": FORMAT, "crc32": json.dumps({k: _crc32(v) for k, v in entries.items()})}
+    atomic_write(path, lambda tmp: save_file(entries, str(tmp), metadata=metadata))
 
 
 def missing_prompts(prompts: list[str], source: str = DEFAULT_SOURCE, revision: str | None = None,
@@ -198,6 +215,12 @@ def encode_prompts(prompts: list[str], source: str = DEFAULT_SOURCE, *, revision
     return torch.stack([cache[k] for k in keys])                             # (N, 77, d_model)
 
 
+def _positive(text: str) -> int:
+    if not (text.strip().isascii() and text.strip().isdecimal()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m minidiff.prompts ["prompt" ...]`: precompute and cache embeddings (default: REPORT_PROMPTS)."""
     parser = argparse.ArgumentParser(prog="python -m minidiff.prompts", description=main.__doc__)
@@ -207,10 +230,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", default=None, help=f"cache file (default: ${CACHE_ENV} or {default_cache_path()})")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="T5 compute dtype")
     parser.add_argument("--device", default="cpu", help="where T5 runs, e.g. cpu or cuda")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=_positive, default=4, help="prompts per T5 forward (default: 4)")
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")  # one line
     args = parser.parse_args(argv)
     prompts = list(dict.fromkeys(preprocess_prompt(p) for p in args.prompts or REPORT_PROMPTS))
     path = Path(args.cache) if args.cache else default_cache_path()
+    try:
+        if torch.empty(1, device=args.device).is_meta:       # checked before any download
+            raise RuntimeError("it holds no data")
+    except (RuntimeError, AssertionError) as e:
+        raise SystemExit(f"error: device {args.device!r} is not usable here ({str(e).splitlines()[0]}); "
+                         f"try --device cpu") from None
     try:
         todo = missing_prompts(prompts, args.source, args.revision, path)
         print(f"{len(prompts) - len(todo)} of {len(prompts)} prompts already cached in {path}")
@@ -219,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         embeds = encode_prompts(prompts, args.source, revision=args.revision, cache_path=path,
                                 dtype=getattr(torch, args.dtype), device=args.device,
                                 batch_size=args.batch_size, progress=True)
-    except PromptCacheError as e:
+    except (PromptCacheError, OSError) as e:
         raise SystemExit(f"error: {e}") from e  # one line, no traceback
     print(f"encoded {len(todo)} new prompt(s) with T5 ({args.dtype}, {args.device}), encoder freed; "
           f"embeddings {tuple(embeds.shape[1:])} float32 written to {path}")

@@ -15,8 +15,11 @@ checkpoints and snapshots hold both, resuming restores both, and load_model retu
 
 Work is never lost: after every epoch `checkpoint.pt` (model, optimizer, LR scheduler, RNG state, epoch, loss
 history, config) is written atomically; rerunning the same call resumes after the last completed epoch and
-gives the same result as an uninterrupted run. Snapshots `model_epoch{e}.pt` keep the weights of chosen epochs;
-`training_run(checkpoint)` lists what a run has written so far.
+gives the same result as an uninterrupted run. Snapshots `model_epoch{e}.pt` keep the weights of chosen epochs. The
+snapshot of epoch e is written BEFORE the checkpoint of epoch e: a death between the two makes the rerun redo epoch
+e (bit-identically) and write both; a missing snapshot of the checkpoint's own epoch is rewritten from it on resume.
+`training_run(checkpoint)` lists what a run has written so far. One trainer at a time holds a folder (training.lock
+with its PID, released when the process ends however it ends).
 
 Under torchrun (WORLD_SIZE > 1) the same call trains data-parallel (distributed.py): the global batch, learning
 rate and random draws are the report's, each rank computes its slice of every global batch, and rank 0 alone
@@ -25,6 +28,7 @@ writes checkpoints and shows progress. The result equals one process's up to flo
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +73,11 @@ class TrainConfig:
                              f"{self.kind!r}, {self.objective!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"the moving average's decay must be in [0, 1), got {self.ema}")
+        for name in ("num_hiddens", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"the learning rate must be positive, got {self.lr}")
 
     @classmethod
     def denoiser(cls, **kw) -> "TrainConfig":
@@ -154,13 +163,27 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
         {"model", "optimizer", "scheduler", "epoch", "losses" (list of per-step floats), "config", "rng",
         "num_images"}, and "ema" (the averaged weights) when cfg.ema is set.
     Raises:
-        FloatingPointError if the loss stops being finite (the last good checkpoint is kept).
+        FloatingPointError if the loss stops being finite (the last good checkpoint is kept); OSError if another
+        process is training in out_dir.
     """
+    if len(images) < cfg.batch_size:
+        raise ValueError(f"{len(images)} training images are fewer than one batch of {cfg.batch_size}; train on at "
+                         f"least {cfg.batch_size}")
     device = distributed.setup(torch.device(device))   # under torchrun: join the group (cuda -> cuda:LOCAL_RANK)
-    main = distributed.is_main()
-    part = distributed.shard(cfg.batch_size)        # this rank's slice of each global batch (all of it alone)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    lock = _hold(out_dir) if distributed.is_main() else None      # one trainer per folder (rank 0 holds it)
+    try:
+        return _train(cfg, out_dir, images, labels, device, progress, channels_last, compile)
+    finally:
+        if lock is not None:
+            _release(lock)
+
+
+def _train(cfg, out_dir, images, labels, device, progress, channels_last, compile) -> dict:
+    """train()'s body, in a folder this process holds."""
+    main = distributed.is_main()
+    part = distributed.shard(cfg.batch_size)        # this rank's slice of each global batch (all of it alone)
     with torch.random.fork_rng(devices=[]):        # the initial weights depend on cfg.seed alone
         torch.manual_seed(cfg.seed)
         model = MNISTUNet(cfg.model_config()).to(device)
@@ -176,8 +199,14 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
     state = {"epoch": 0, "losses": []}
 
     path = out_dir / CHECKPOINT
+    if main:
+        for stale in out_dir.glob("*.tmp"):        # a write that died: no other trainer can own it now
+            stale.unlink()
     if path.exists():
         state = load_checkpoint(path)
+        if "optimizer" not in state:
+            raise ValueError(f"{path} is a snapshot (the weights of epoch {state['epoch']}), not a training "
+                             f"checkpoint: it cannot be resumed; move it away and rerun")
         if dataclasses.asdict(TrainConfig.from_dict(state["config"])) != dataclasses.asdict(cfg):
             raise ValueError(f"{path} was trained with another configuration; delete it or choose another --out")
         if state.get("num_images", len(images)) != len(images):      # (older checkpoints lack it)
@@ -189,6 +218,8 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
         generator.set_state(state["rng"].to(generator.get_state().device))
         if ema is not None:
             ema = {k: v.to(device) for k, v in state["ema"].items()}
+        if main and _keeps(cfg, state["epoch"]) and not (out_dir / snapshot_name(state["epoch"])).is_file():
+            _save_snapshot(state, out_dir)         # lost after the checkpoint was written (older runs, or deleted)
 
     images = images.to(device)
     labels = labels.to(device)
@@ -226,12 +257,61 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
             "num_images": N, **({"ema": ema} if ema is not None else {}),
         }
         if main:
+            if _keeps(cfg, epoch):
+                _save_snapshot(state, out_dir)      # first: a checkpoint of epoch e implies its snapshot exists
             atomic_save(state, path)
-            if epoch in cfg.snapshot_epochs or epoch == cfg.epochs:
-                weights = {k: state[k] for k in ("model", "ema") if k in state}
-                atomic_save({**weights, "config": state["config"], "epoch": epoch}, out_dir / snapshot_name(epoch))
     distributed.barrier()                           # every rank returns after rank 0 wrote the last checkpoint
     return state
+
+
+def _keeps(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether a run keeps a snapshot of `epoch`: the chosen epochs and the last."""
+    return epoch in cfg.snapshot_epochs or epoch == cfg.epochs
+
+
+def _save_snapshot(state: dict, out_dir: Path) -> None:
+    weights = {k: state[k] for k in ("model", "ema") if k in state}
+    atomic_save({**weights, "config": state["config"], "epoch": state["epoch"]}, out_dir / snapshot_name(state["epoch"]))
+
+
+LOCK = "training.lock"
+
+
+def _hold(out_dir: Path):
+    """An exclusive lock on `out_dir` for this process: the file training.lock, locked with fcntl.flock (msvcrt on
+    Windows), holding the PID. The operating system releases the lock when the process ends, however it ends: a lock
+    file left by a killed trainer is stale, and simply taken. Returns the open lock file, for _release."""
+    path = out_dir / LOCK
+    while True:
+        f = open(path, "a+")
+        f.seek(0)
+        try:
+            if os.name == "nt":
+                import msvcrt
+                msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = f.read().strip() or "unknown"
+            f.close()
+            raise OSError(f"{out_dir} is in use by another training process (PID {owner}); wait for it to finish, "
+                          f"stop it, or choose another --out") from None
+        if path.exists() and os.path.samefile(path, f.name):
+            break
+        f.close()                                  # its holder removed the file as we locked it: lock the new one
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def _release(f) -> None:
+    """Remove the lock file and release the lock (in that order, so no one can lock a file about to vanish)."""
+    if os.name == "nt":
+        f.close()
+    Path(f.name).unlink(missing_ok=True)
+    f.close()
 
 
 @torch.no_grad()
@@ -258,6 +338,9 @@ def load_checkpoint(path: Path | str) -> dict:
     """Load a checkpoint or snapshot safely (weights_only=True, every record's CRC checked: data.load_verified); a
     damaged file gives a one-line error."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint; move it away (a training stage then starts "
+                                f"afresh there) or pass the checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; run the training stage first")
     state = load_verified(path, "delete it and rerun the training stage")
@@ -281,14 +364,15 @@ class TrainingRun:
     """A training run as its folder holds it: what the sampling stages sample."""
 
     checkpoint: Path
+    config: TrainConfig                     # how it was trained (the kind of model it is)
     epoch: int                              # epochs done
-    epochs: int                             # epochs asked for
-    weights: list[tuple[int, Path]]         # (epoch, weights file) in training order: the snapshots kept so far,
-                                            # then the latest epoch (checkpoint.pt itself if it has no snapshot)
+    weights: list[tuple[int, Path]]         # (epoch, weights file) in training order: the snapshots on disk, then
+                                            # the latest epoch (checkpoint.pt itself if it has no snapshot)
+    missing: list[int]                      # epochs whose snapshot the run wrote but the folder no longer has
 
     @property
     def finished(self) -> bool:
-        return self.epoch == self.epochs
+        return self.epoch == self.config.epochs
 
 
 def training_run(checkpoint: Path | str) -> TrainingRun:
@@ -296,8 +380,9 @@ def training_run(checkpoint: Path | str) -> TrainingRun:
     snapshot of its latest epoch: checkpoint.pt itself holds those weights."""
     checkpoint = Path(checkpoint)
     state = load_checkpoint(checkpoint)
-    last, folder = state["epoch"], checkpoint.parent
-    kept = [(e, folder / snapshot_name(e)) for e in sorted(state["config"]["snapshot_epochs"]) if e < last]
+    config, last, folder = TrainConfig.from_dict(state["config"]), state["epoch"], checkpoint.parent
+    kept = [(e, folder / snapshot_name(e)) for e in sorted(config.snapshot_epochs) if e < last]
     latest = folder / snapshot_name(last)
-    return TrainingRun(checkpoint, last, state["config"]["epochs"],
-                       kept + [(last, latest if latest.exists() else checkpoint)])
+    return TrainingRun(checkpoint, config, last,
+                       [(e, p) for e, p in kept if p.is_file()] + [(last, latest if latest.is_file() else checkpoint)],
+                       [e for e, p in kept if not p.is_file()])

@@ -31,7 +31,7 @@ THRESHOLD = 1.5           # stage I dynamic thresholding (IF-I-XL scheduler_conf
 
 def main(argv=None):
     p = part_a.parser(__doc__, image=None)
-    p.add_argument("--steps", type=int, nargs="+", default=None,
+    p.add_argument("--steps", type=common.integer(1, 1000), nargs="+", default=None,
                    help=f"num_inference_steps settings (default: {' '.join(map(str, NUM_INFERENCE_STEPS))}; "
                         "--quick: 5 only)")
     args = p.parse_args(argv)

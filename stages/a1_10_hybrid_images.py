@@ -27,7 +27,7 @@ SAMPLES_PER_PAIR = {"photos": 1, "digits": 4}
 
 
 def options(p):
-    p.add_argument("--num-samples", type=int, help="samples per prompt pair (default: 1 for photos, 4 for digits)")
+    p.add_argument("--num-samples", type=common.integer(1), help="samples per prompt pair (default: 1 for photos, 4 for digits)")
 
 
 def main(argv=None):

@@ -32,7 +32,7 @@ SAMPLES_PER_PAIR = {"photos": 1, "digits": 4}
 def options(p):
     p.add_argument("--view", choices=sorted(guidance.VIEWS),
                    help="the second view, for every pair (default: each default pair's, flip for --prompt)")
-    p.add_argument("--num-samples", type=int, help="samples per prompt pair (default: 1 for photos, 4 for digits)")
+    p.add_argument("--num-samples", type=common.integer(1), help="samples per prompt pair (default: 1 for photos, 4 for digits)")
 
 
 def main(argv=None):

@@ -31,8 +31,8 @@ EVAL_PER_DIGIT = 20                             # 200 samples per setting
 def main(argv=None):
     p = common.parser(__doc__)
     p.add_argument("--checkpoint", help="the class-conditioned checkpoint.pt (default: the b2_4 stage's)")
-    p.add_argument("--gamma", type=float, default=GAMMA, help="classifier-free guidance scale")
-    p.add_argument("--per-digit", type=int, help=f"samples per digit and setting (default {EVAL_PER_DIGIT})")
+    p.add_argument("--gamma", type=common.real(0), default=GAMMA, help="classifier-free guidance scale")
+    p.add_argument("--per-digit", type=common.integer(1), help=f"samples per digit and setting (default {EVAL_PER_DIGIT})")
     args = p.parse_args(argv)
     rec = common.record(args, "b2_6_ddim_steps")
     dev = common.device(args.device)

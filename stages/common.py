@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -44,12 +45,60 @@ class Record:
         return self.wrote(self.out / "metrics.json")
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (not the usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def integer(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in [lo, hi] (hi None: no upper bound)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text if text.isascii() else "?")      # (int() would also read "٣" as 3)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be {lo} .. {hi}, got {value}" if hi is not None else
+                                             f"must be at least {lo}, got {value}")
+        return value
+    return parse
+
+
+def real(lo: float, hi: float | None = None, lo_open: bool = False, hi_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number from lo to hi (hi None: no upper bound; *_open: that end excluded)."""
+    bounds = [f"{'>' if lo_open else '≥'} {lo:g}"] + ([f"{'<' if hi_open else '≤'} {hi:g}"] if hi is not None else [])
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text if text.isascii() else "?")
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = (math.isfinite(value) and (value > lo if lo_open else value >= lo)
+              and (hi is None or (value < hi if hi_open else value <= hi)))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be a finite number {' and '.join(bounds)}, got {text}")
+        return value
+    return parse
+
+
+def text(value: str) -> str:
+    """An argparse type: a non-empty string (a model id, a folder)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+SEED = integer(0, 2**32 - 1)
+
+
+def parser(doc: str) -> ArgumentParser:
     """The knobs every stage has (DESIGN §4). `doc` is the stage's module docstring."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=OUTPUTS, help="root folder for outputs (default: outputs/)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps ... (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same result")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed, 0 .. 2^32-1; the same seed gives the same result")
     p.add_argument("--quick", action="store_true", help="a small CPU profile that finishes in minutes")
     return p
 
@@ -62,6 +111,8 @@ def device(name: str) -> torch.device:
         torch.empty(1, device=d)
     except (RuntimeError, AssertionError) as e:
         raise ValueError(f"device {name!r} is not usable here ({str(e).splitlines()[0]}); try --device cpu") from None
+    if d.type == "meta":                        # tensors without data: nothing could be computed or saved
+        raise ValueError("device 'meta' holds no data; choose cpu, cuda or mps")
     return d
 
 

@@ -15,7 +15,7 @@ from minidiff import flow
 
 def main(argv=None):
     p = part_b.add_sampling_args(common.parser(__doc__), "fm2_2")
-    p.add_argument("--steps", type=int, default=flow.NUM_STEPS["time"], help="Euler steps (default: %(default)s)")
+    p.add_argument("--steps", type=common.integer(1), default=flow.NUM_STEPS["time"], help="Euler steps (default: %(default)s)")
     args = p.parse_args(argv)
     rec = common.record(args, "fm2_3_sample_time_conditioned")
 

@@ -23,9 +23,9 @@ def main(argv=None):
     p = part_b.add_training_args(common.parser(__doc__))
     p.add_argument("--scheduled", type=Path, help="the scheduled run to compare with (default: the fm2_5 stage's "
                                                   "checkpoint.pt under --out)")
-    p.add_argument("--per-digit", type=int, default=part_b.QUICK_EVAL_PER_DIGIT,
+    p.add_argument("--per-digit", type=common.integer(1), default=part_b.QUICK_EVAL_PER_DIGIT,
                    help="samples per digit for the metrics (default: %(default)s)")
-    p.add_argument("--steps", type=int, help=f"Euler steps (default: the course's {flow.NUM_STEPS['class']}; "
+    p.add_argument("--steps", type=common.integer(1), help=f"Euler steps (default: the course's {flow.NUM_STEPS['class']}; "
                                              f"quick: {part_b.QUICK_FLOW_STEPS})")
     args = p.parse_args(argv)
     state, rec = part_b.run_training(args, "flow_class_no_scheduler", "class flow UNet, constant rate + EMA")
@@ -33,6 +33,7 @@ def main(argv=None):
     runs = {"constant rate 1e-3 + EMA": rec.out / CHECKPOINT}
     scheduled = args.scheduled or Path(args.out) / part_b.TRAIN_STAGE["flow_class"] / CHECKPOINT
     if scheduled.exists():
+        part_b.trained_run(args, "flow_class", rec, scheduled)          # a one-line error if it is another model
         runs = {"exponential decay (fm2_5)": scheduled, **runs}
     else:
         rec.notes.append(f"no scheduled run at {scheduled} to compare with: run "

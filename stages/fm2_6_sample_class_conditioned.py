@@ -18,7 +18,7 @@ from minidiff import flow
 
 def main(argv=None):
     p = part_b.add_sampling_args(common.parser(__doc__), "fm2_5", flow.GAMMA)
-    p.add_argument("--steps", type=int, help=f"Euler steps (default: the course's {flow.NUM_STEPS['class']}; "
+    p.add_argument("--steps", type=common.integer(1), help=f"Euler steps (default: the course's {flow.NUM_STEPS['class']}; "
                                              f"quick: {part_b.QUICK_FLOW_STEPS})")
     args = p.parse_args(argv)
     rec = common.record(args, "fm2_6_sample_class_conditioned")

@@ -44,7 +44,7 @@ def draw(sampler: str, model, x_T, digits, evaluations: int, generator) -> torch
 
 def main(argv=None):
     p = common.parser(__doc__)
-    p.add_argument("--per-digit", type=int, default=PER_DIGIT, help="samples per digit and setting (default: "
+    p.add_argument("--per-digit", type=common.integer(1), default=PER_DIGIT, help="samples per digit and setting (default: "
                                                                      "%(default)s)")
     args = p.parse_args(argv)
     rec = common.record(args, "fm2_7_flow_vs_ddpm")

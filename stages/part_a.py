@@ -69,10 +69,10 @@ def parser(doc: str, image: str | int | None = "+", prompt: str | int | None = "
     p = common.parser(doc)
     p.add_argument("--backbone", choices=("auto", *BACKBONES), default="auto",
                    help="the pretrained model: DeepFloyd IF, or our MNIST DDPM or flow model (default: auto)")
-    p.add_argument("--model", default=deepfloyd.STAGE1_SOURCE,
+    p.add_argument("--model", type=common.text, default=deepfloyd.STAGE1_SOURCE,
                    help="DeepFloyd stage I: a Hub repo id (DeepFloyd/IF-I-XL-v1.0, -L-, -M-) or a local folder laid "
                         "out like one; its T5 encodes prompts missing from the cache (default: %(default)s)")
-    p.add_argument("--stage2", default=deepfloyd.STAGE2_SOURCE,
+    p.add_argument("--stage2", type=common.text, default=deepfloyd.STAGE2_SOURCE,
                    help="DeepFloyd stage II (super-resolution to 256 px): Hub repo id (DeepFloyd/IF-II-L-v1.0, "
                         "-M-) or local folder (default: %(default)s)")
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -144,7 +144,7 @@ def count(args: argparse.Namespace, backbone, defaults: dict, name: str) -> int:
 
 
 def add_blur_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--blur-sigma", type=float, help="sigma of the §1.2 Gaussian blur, in pixels (default: "
+    p.add_argument("--blur-sigma", type=common.real(0, lo_open=True), help="sigma of the §1.2 Gaussian blur, in pixels (default: "
                    + ", ".join(f"{sigma:g} for {name}" for name, sigma in BLUR_SIGMA.items()) + ")")
 
 
@@ -180,7 +180,7 @@ def noise(backbone, n: int, dev: torch.device, gen: torch.Generator) -> torch.Te
 
 def label_of(prompt: str) -> int:
     """A digit prompt's class for samples.pt; -1 for anything else."""
-    return int(prompt) if prompt.strip().isdigit() and len(prompt.strip()) == 1 else -1
+    return int(prompt) if len(prompt.strip()) == 1 and prompt.strip() in "0123456789" else -1
 
 
 def save_samples(rec: common.Record, images: torch.Tensor, prompts: Sequence[str], **extra) -> Path:

@@ -60,11 +60,11 @@ def flow_class_steps(args: argparse.Namespace) -> int:
 
 
 def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--epochs", type=int, help="override the profile's number of epochs")
-    p.add_argument("--num-hiddens", type=int, help="override the profile's UNet width D")
-    p.add_argument("--images", type=int, help="train on the first N training digits (default: all 60k; "
+    p.add_argument("--epochs", type=common.integer(1), help="override the profile's number of epochs")
+    p.add_argument("--num-hiddens", type=common.integer(1), help="override the profile's UNet width D")
+    p.add_argument("--images", type=common.integer(1, 60_000), help="train on the first N training digits (default: all 60k; "
                                               "--quick: the profile's QUICK_IMAGES)")
-    p.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this decay, e.g. "
+    p.add_argument("--ema", type=common.real(0, 1, hi_open=True), help="keep an exponential moving average of the weights with this decay, e.g. "
                                              "0.999, and sample with it (default: the profile's; 0 = none)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs and AMX CPUs; --quick turns "
                                                        "it on where the hardware has it)")
@@ -121,18 +121,32 @@ def run_training(args: argparse.Namespace, model: str, title: str) -> tuple[dict
     return state, rec
 
 
+def describe(cfg: TrainConfig) -> str:
+    """The kind of model a run trains, in words: 'class-conditioned flow', 'time-conditioned DDPM', 'denoiser'."""
+    if cfg.kind == "denoiser":
+        return "pure-noise denoiser" if cfg.pure_noise else "denoiser"
+    return f"{cfg.kind}-conditioned {'flow' if cfg.objective == 'flow' else 'DDPM'}"
+
+
 def trained_run(args: argparse.Namespace, model: str, rec: common.Record, checkpoint: Path | None = None
                 ) -> TrainingRun:
     """The training run of `model` that a sampling stage samples: `checkpoint` (a stage's --checkpoint), else the
-    training stage's under --out (a one-line error says which command to run first). A run that is not finished is
-    sampled as it is, with a note."""
+    training stage's under --out (a one-line error says which command to run first, or that the checkpoint holds
+    another kind of model). A run that is not finished, or has lost a snapshot, is sampled as it is, with a note."""
     path = Path(checkpoint or Path(args.out) / TRAIN_STAGE[model] / CHECKPOINT)
     if not path.exists():
         raise FileNotFoundError(f"no trained model at {path}; run `{common.command(TRAIN_STAGE[model], args)}` first")
     run = training_run(path)
+    wanted, found = describe(REPORT[model]), describe(run.config)
+    if found != wanted:
+        raise ValueError(f"{path} holds a {found} model; this stage samples a {wanted} one (train it with "
+                         f"`{common.command(TRAIN_STAGE[model], args)}`)")
     if not run.finished:
-        rec.notes.append(f"{path} stopped after epoch {run.epoch} of {run.epochs}: sampling it as it is "
+        rec.notes.append(f"{path} stopped after epoch {run.epoch} of {run.config.epochs}: sampling it as it is "
                          f"(rerun the training stage to finish)")
+    if run.missing:
+        rec.notes.append(f"the snapshots of epochs {run.missing} are gone from {path.parent} (deleted?): sampling the "
+                         f"others (retrain into another --out to get them back)")
     return run
 
 
@@ -188,13 +202,13 @@ def add_sampling_args(p: argparse.ArgumentParser, train_stage: str, gamma: float
     (class models) --gamma."""
     p.add_argument("--checkpoint", help=f"the training checkpoint.pt (default: the {train_stage} stage's)")
     if gamma is None:
-        p.add_argument("--num-samples", type=int, help=f"samples for the metrics (default {10 * EVAL_PER_DIGIT}, "
+        p.add_argument("--num-samples", type=common.integer(1), help=f"samples for the metrics (default {10 * EVAL_PER_DIGIT}, "
                                                        f"quick {10 * QUICK_EVAL_PER_DIGIT}); the figures show 40")
     else:
-        p.add_argument("--gamma", type=float, default=gamma, help="classifier-free guidance scale")
-        p.add_argument("--per-digit", type=int, help=f"samples per digit for the metrics (default {EVAL_PER_DIGIT}, "
+        p.add_argument("--gamma", type=common.real(0), default=gamma, help="classifier-free guidance scale")
+        p.add_argument("--per-digit", type=common.integer(1), help=f"samples per digit for the metrics (default {EVAL_PER_DIGIT}, "
                                                      f"quick {QUICK_EVAL_PER_DIGIT})")
-    p.add_argument("--epoch", type=int, help="sample only this snapshot (default: each; on a CPU the report "
+    p.add_argument("--epoch", type=common.integer(1), help="sample only this snapshot (default: each; on a CPU the report "
                                              "profile's 1000 samples take over an hour a snapshot)")
     return p
 

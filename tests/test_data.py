@@ -41,6 +41,20 @@ def test_transparent_pixels_become_white(tmp_path):
     assert torch.allclose(load_image(tmp_path / "clear.png", 16), torch.ones(1, 3, 16, 16))
 
 
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6 (rotate 90° clockwise to view) loads as it is viewed."""
+    stored = np.zeros((40, 80, 3), np.uint8)
+    stored[:, :40] = 255                                       # stored: white left half
+    viewed = Image.fromarray(stored).transpose(Image.Transpose.ROTATE_270)        # viewed: white top half
+    exif = Image.Exif()
+    exif[0x0112] = 6                                           # the Orientation tag
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    viewed.save(tmp_path / "viewed.png")
+    x, y = load_image(tmp_path / "phone.jpg", 32), load_image(tmp_path / "viewed.png", 32)
+    assert (x - y).abs().max() < 0.1                           # JPEG rounding only
+    assert x[..., :8, :].mean() > 0.9 and x[..., -8:, :].mean() < 0.1
+
+
 def test_bad_inputs_give_one_line_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         load_image(tmp_path / "missing.png", 64)

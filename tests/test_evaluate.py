@@ -86,6 +86,23 @@ def test_the_judge_cache_records_its_recipe_and_accuracy(tmp_path, monkeypatch):
         load_or_train_classifier(tmp_path / "mnist_mlp.pt", kind="mlp")
 
 
+@pytest.mark.parametrize("damage", ["nan weight", "other weights"])
+def test_a_judge_cache_with_intact_bytes_but_wrong_contents_is_refused(judges_cache, tmp_path, damage):
+    """The CRC holds (the file was written whole), but the weights cannot judge: one line, not a traceback."""
+    from minidiff.data import atomic_save, load_verified
+    cached = load_verified(judges_cache / "mnist_cnn.pt", "")
+    weights = dict(cached["model"])
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    if damage == "nan weight":
+        weights[name] = weights[name].clone().fill_(float("nan"))
+    else:
+        del weights[name]
+    atomic_save({**cached, "model": weights}, tmp_path / "mnist_cnn.pt")
+    with pytest.raises(ValueError, match="delete it to retrain the classifier") as e:
+        load_or_train_classifier(tmp_path / "mnist_cnn.pt", kind="cnn")
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.slow
 def test_the_judges_reach_their_accuracy():
     """The CNN >= 99 % on the MNIST test set (measured 99.28 %), the MLP >= 97.5 % (measured 98.06 %)."""

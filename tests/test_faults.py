@@ -1,8 +1,10 @@
-"""Faults and bad inputs: a process killed while writing a checkpoint, damaged checkpoints, hostile image files,
-and bit-for-bit reproducibility of sampling from a seed.
+"""Faults and bad inputs: a process killed while writing a checkpoint, a snapshot lost between two writes or a write
+that fails (a full disk), damaged checkpoints, hostile image files, and bit-for-bit reproducibility of sampling from a
+seed. (Bad command-line input, two trainers on one folder: tests/test_bad_inputs.py.)
 
 (A corrupted prompt-embedding cache is covered by tests/test_prompts.py::test_corrupted_cache_is_detected.)
 """
+import errno
 import io
 import os
 import signal
@@ -17,7 +19,7 @@ import torch
 from PIL import Image
 
 from minidiff.data import load_image, load_mnist
-from minidiff.train import TrainConfig, load_checkpoint, load_model, train
+from minidiff.train import TrainConfig, load_checkpoint, load_model, train, training_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,8 +50,9 @@ def save_half_then_hang(obj, f, *a, **k):     # the epoch-2 checkpoint: write ha
     if isinstance(obj, dict) and obj.get("epoch") == 2 and "optimizer" in obj:
         buf = io.BytesIO()
         real_save(obj, buf, *a, **k)
-        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-        f.flush()
+        with open(f, "wb") as torn:
+            torn.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+            torn.flush()
         print("WRITING", flush=True)
         time.sleep(600)
     return real_save(obj, f, *a, **k)
@@ -63,7 +66,8 @@ train(TrainConfig.class_conditioned(**{cfg}), sys.argv[1], x[:512], y[:512], pro
 
 def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, subset):
     """SIGKILL in the middle of writing epoch 2's checkpoint: checkpoint.pt still holds epoch 1 (the write goes to
-    checkpoint.pt.tmp, renamed only when complete), and rerunning resumes from it and finishes."""
+    checkpoint.pt.<pid>.tmp, renamed only when complete), and rerunning resumes from it, removes the torn temporary
+    file and finishes."""
     cfg = dict(num_hiddens=8, epochs=2, batch_size=64, snapshot_epochs=())
     script = tmp_path / "writer.py"
     script.write_text(KILLED_WRITER.replace("{cfg}", repr(cfg)))
@@ -80,12 +84,60 @@ def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, subs
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert (out / "checkpoint.pt.tmp").exists()       # the torn file is the temporary one
+    assert len(list(out.glob("checkpoint.pt.*.tmp"))) == 1    # the torn file is the temporary one
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
     state = train(tiny(), out, *subset, progress=False)
     assert state["epoch"] == 2 and len(state["losses"]) == 2 * 8
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
-    assert not (out / "checkpoint.pt.tmp").exists()   # replaced by the completed write
+    assert not list(out.glob("*.tmp"))                         # the stale one removed, the new one renamed
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    a, b = load_checkpoint(a), load_checkpoint(b)
+    return a["epoch"] == b["epoch"] and all(torch.equal(a[w][k], b[w][k]) for w in ("model", "ema") for k in a[w])
+
+
+def test_a_snapshot_lost_after_its_checkpoint_is_restored_by_the_rerun(tmp_path, subset):
+    """The death an older minidiff allowed (the checkpoint of epoch 2 written, then a kill before its snapshot), or
+    a deleted snapshot: the rerun has nothing left to train and writes the snapshot from the checkpoint."""
+    cfg = tiny(snapshot_epochs=(1,), ema=0.999)
+    train(cfg, tmp_path / "ref", *subset, progress=False)
+    out = tmp_path / "run"
+    train(cfg, out, *subset, progress=False)
+    (out / "model_epoch2.pt").unlink()
+    assert training_run(out / "checkpoint.pt").weights[-1] == (2, out / "checkpoint.pt")   # what b2_3 would sample
+    train(cfg, out, *subset, progress=False)
+    assert _same_weights(out / "model_epoch2.pt", tmp_path / "ref" / "model_epoch2.pt")
+    assert training_run(out / "checkpoint.pt").weights == [(1, out / "model_epoch1.pt"), (2, out / "model_epoch2.pt")]
+
+
+@pytest.mark.parametrize("fails", ["model_epoch2.pt", "checkpoint.pt"])
+def test_a_write_that_fails_at_epoch_2_is_redone_by_the_rerun(tmp_path, subset, monkeypatch, fails):
+    """The disk fills up (or the process dies) while epoch 2's snapshot is written, or its checkpoint right after:
+    one OSError line naming the file, epoch 1's files intact, no temporary file; the rerun redoes epoch 2 and ends
+    exactly as an uninterrupted run, with every snapshot."""
+    cfg = tiny(snapshot_epochs=(1,), ema=0.999)
+    reference = train(cfg, tmp_path / "ref", *subset, progress=False)
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if Path(f).name.startswith(fails + ".") and obj.get("epoch") == 2:
+            Path(f).write_bytes(b"the first blocks")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    with pytest.raises(OSError) as e:
+        train(cfg, out, *subset, progress=False)
+    monkeypatch.undo()
+    assert str(e.value).startswith(f"could not write {out / fails} ([Errno 28] No space left on device)")
+    assert "\n" not in str(e.value) and not list(out.glob("*.tmp"))
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    assert (out / "model_epoch2.pt").exists() == (fails == "checkpoint.pt")   # written first: the checkpoint failed
+    state = train(cfg, out, *subset, progress=False)
+    assert state["losses"] == reference["losses"]
+    for name in ("model_epoch1.pt", "model_epoch2.pt", "checkpoint.pt"):
+        assert _same_weights(out / name, tmp_path / "ref" / name), name
 
 
 @pytest.mark.parametrize("where", [0.5, 0.25, 0.75])

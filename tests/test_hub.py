@@ -317,6 +317,27 @@ def test_unsupported_config_option_and_bad_dtype(tmp_path, tiny_unet):
         load_unet(tmp_path, dtype=torch.int64)
 
 
+@pytest.mark.parametrize("config, words", [
+    ([1, 2, 3], "holds a JSON list, not an object of options"),
+    ({"sample_size": "64"}, "sample_size = '64' is not of type"),
+    ({"block_out_channels": 320}, "wrongly typed option"),
+    ({"block_out_channels": [32, 32, "64"]}, "block_out_channels = [32, 32, '64'] is not of type"),
+    ({"layers_per_block": 2.5}, "layers_per_block"),
+    ({"norm_eps": True}, "norm_eps = True is not of type"),
+    ({"in_channels": None}, "in_channels = None is not of type"),
+])
+def test_a_wrongly_typed_unet_config_is_one_line(tmp_path, tiny_unet, config, words):
+    """A config.json that is not an object, or whose fields have the wrong JSON types: one line naming the file, before
+    any module is built (not a TypeError deep in nn.Conv2d)."""
+    d, sd = tiny_unet
+    write_unet(tmp_path, d, sd)
+    path = tmp_path / "unet" / "config.json"
+    path.write_text(json.dumps(config if isinstance(config, list) else {**d, **config}))
+    with pytest.raises(LoadError) as err:
+        load_unet(tmp_path)
+    one_line_with_fix(err, str(path), words, "download it again")
+
+
 # --- T5 text encoder and tokenizer ------------------------------------------------------------------------------
 
 

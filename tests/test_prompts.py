@@ -6,6 +6,7 @@ Hub-layout folder (text_encoder/config.json + model.safetensors, tokenizer/spiec
 minidiff.hub's loaders."""
 import io
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -139,29 +140,63 @@ def test_cache_file_format(tmp_path):
     P.write_cache(cache, entries)
     from safetensors import safe_open
     with safe_open(str(cache), framework="pt") as f:
-        assert f.metadata() == {"format": P.FORMAT}
+        metadata = f.metadata()
         assert set(f.keys()) == set(entries)
+    assert metadata["format"] == P.FORMAT == "minidiff-prompt-embeds/2"
+    assert json.loads(metadata["crc32"]) == {k: f"{zlib.crc32(v.numpy().tobytes()):08x}" for k, v in entries.items()}
     back = P.read_cache(cache)
     assert all(torch.equal(back[k], v) for k, v in entries.items())
     assert list(cache.parent.iterdir()) == [cache]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong format", "bad entry"])
+def _save_with_checksums(cache, entries):
+    """A cache written as write_cache would, whatever the entries hold (to plant NaNs and wrong shapes)."""
+    save_file(entries, str(cache), metadata={"format": P.FORMAT, "crc32": json.dumps(
+        {k: f"{zlib.crc32(v.numpy().tobytes()):08x}" for k, v in entries.items()})})
+
+
+DAMAGES = ["garbage", "truncated", "wrong format", "bad entry", "flipped bit", "nan", "inf", "wrong shape",
+           "wrong dtype", "two widths", "older format without checksums", "a folder"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_corrupted_cache_is_detected(tmp_path, damage):
+    """Every way a cache can be damaged is one line naming the file and the fix, before any value is used."""
     cache = tmp_path / "embeds.safetensors"
     P.write_cache(cache, {P.cache_key("a dog"): torch.randn(77, 8)})
+    key = P.cache_key("a dog")
     if damage == "garbage":
         cache.write_bytes(b"\x00not a safetensors file at all")
     elif damage == "truncated":
         cache.write_bytes(cache.read_bytes()[:-100])
     elif damage == "wrong format":
-        save_file({P.cache_key("a dog"): torch.randn(77, 8)}, str(cache), metadata={"format": "other"})
+        save_file({key: torch.randn(77, 8)}, str(cache), metadata={"format": "other"})
+    elif damage == "bad entry":
+        _save_with_checksums(cache, {"a dog": torch.randn(77, 8)})
+    elif damage == "flipped bit":                  # one bit of the last float's mantissa: a tiny change, still found
+        raw = bytearray(cache.read_bytes())
+        raw[-4] ^= 0x01
+        cache.write_bytes(bytes(raw))
+    elif damage in ("nan", "inf"):
+        bad = torch.randn(77, 8)
+        bad[3, 5] = float(damage)
+        _save_with_checksums(cache, {key: bad})
+    elif damage == "wrong shape":
+        _save_with_checksums(cache, {key: torch.randn(76, 8)})
+    elif damage == "wrong dtype":
+        _save_with_checksums(cache, {key: torch.randn(77, 8, dtype=torch.float64)})
+    elif damage == "two widths":
+        _save_with_checksums(cache, {key: torch.randn(77, 8), P.cache_key(""): torch.randn(77, 16)})
+    elif damage == "older format without checksums":
+        save_file({key: torch.randn(77, 8)}, str(cache), metadata={"format": "minidiff-prompt-embeds/1"})
     else:
-        save_file({"a dog": torch.randn(77, 8)}, str(cache), metadata={"format": P.FORMAT})
+        cache.unlink()
+        cache.mkdir()
     with pytest.raises(P.PromptCacheError) as e:
         P.encode_prompts(["a dog"], cache_path=cache)
     message = str(e.value)
-    assert "\n" not in message and str(cache) in message and "delete" in message
+    assert "\n" not in message and str(cache) in message
+    assert ("delete" in message) if damage != "a folder" else ("folder" in message and "file path" in message)
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):

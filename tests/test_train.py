@@ -151,7 +151,7 @@ def test_compiled_training_matches_eager(tmp_path, subset):
 def test_training_run_lists_the_snapshots_then_the_latest_epoch(tmp_path, subset):
     train(tiny(epochs=3, snapshot_epochs=(1, 2)), tmp_path, *subset, progress=False)
     run = training_run(tmp_path / "checkpoint.pt")
-    assert run.finished and (run.epoch, run.epochs) == (3, 3)
+    assert run.finished and (run.epoch, run.config.epochs) == (3, 3) and run.missing == []
     assert run.weights == [(e, tmp_path / f"model_epoch{e}.pt") for e in (1, 2, 3)]
     (tmp_path / "model_epoch3.pt").unlink()                  # stopped before the last snapshot was written
     state = load_checkpoint(tmp_path / "checkpoint.pt")
