@@ -194,7 +194,8 @@ class DeepFloydBackbone:
         with CFG [A.4] against "" (Ho & Salimans 2022) and x0_hat clipped to [-1, 1] (IF-II's thresholding).
 
         Args:
-            x: (B, 3, h, w) stage-I images in [-1, 1] (clamped to it first).
+            x: (B, 3, h, w) stage-I images, about [-1, 1] (stage I's thresholding allows up to 1.5: passed on as
+                they are, as the super-resolution pipeline does).
             prompts: B prompts, one per image.
             num_inference_steps, guidance_scale: the pipeline's 50 steps and CFG gamma = 4 by default.
             generator: seeds the noise (on x's device); None uses the global RNG.
@@ -207,7 +208,10 @@ class DeepFloydBackbone:
         cond, uncond = self.embed(prompts), self.embed([""])
         unet = self.stage2()
         S, w = unet.config.sample_size, unet.conv_in.weight.dtype
-        low_res, level = stage2_condition(x.clamp(-1.0, 1.0), (S, S), self.schedule, STAGE2_NOISE_LEVEL,
+        # The draws in IFSuperResolutionPipeline's order (the course notebook passes one generator through both
+        # stages, so the order decides the image): the initial noise x_T first, then the conditioning image's noise.
+        x_T = torch.randn((B, 3, S, S), generator=generator, device=x.device, dtype=x.dtype)
+        low_res, level = stage2_condition(x, (S, S), self.schedule, STAGE2_NOISE_LEVEL,
                                           generator=generator)                   # (B, 3, S, S), (B,)
 
         def model_fn(x_t: torch.Tensor, t: int, c: torch.Tensor):
@@ -217,7 +221,6 @@ class DeepFloydBackbone:
             return out[:, :3], out[:, 3:6]
 
         eps_fn = guidance.cfg(model_fn, cond, uncond, guidance_scale)
-        x_T = torch.randn((B, 3, S, S), generator=generator, device=x.device, dtype=x.dtype)
         y = iterative_denoise(eps_fn, self.schedule, x_T, pipeline_timesteps(num_inference_steps),
                               generator=generator, threshold=STAGE2_THRESHOLD)
         if self.one_unet_at_a_time:

@@ -211,8 +211,8 @@ def test_one_step_upsample_is_the_recomputed_x0_estimate(backbone):
     g = torch.Generator().manual_seed(3)
     up = F.interpolate(x, size=(40, 40), mode="bilinear", align_corners=True)
     a250, a0 = float(backbone.schedule.alpha_bar[250]), float(backbone.schedule.alpha_bar[0])
+    x_T = torch.randn(1, 3, 40, 40, generator=g)                    # the pipeline's order: x_T, then low_res's noise
     low_res = math.sqrt(a250) * up + math.sqrt(1 - a250) * torch.randn(up.shape, generator=g)
-    x_T = torch.randn(1, 3, 40, 40, generator=g)
     unet = hub.load_unet(backbone.stage2_source)
     with torch.no_grad():
         e_c = unet(torch.cat([x_T, low_res], 1), 0, cond, torch.tensor([250]))[:, :3]

@@ -184,3 +184,51 @@ def test_uncached_prompt_without_t5_is_one_line(env, tmp_path, monkeypatch):
     message = one_line_error("a1_6_cfg", "--backbone", "deepfloyd", "--model", str(bare), "--stage2", str(two),
                              "--out", str(tmp_path))
     assert "not in the prompt cache" in message and "python -m minidiff.prompts" in message
+
+
+def test_part0_equals_the_diffusers_pipelines_for_one_generator(run, env, tmp_path):
+    """Part 0 as the course notebook drives diffusers: ONE torch.Generator seeded once, passed to IFPipeline (stage I,
+    CFG 7) and then to IFSuperResolutionPipeline (stage II, CFG 4, noise level 250), with the same embeddings. The
+    stage's 64 px (here 20 px) and 256 px (40 px) images equal the pipelines' for the same seed: the draws come in the
+    pipelines' order (stage II's initial noise before its conditioning image's noise), and stage II gets stage I's
+    output unclamped, as the pipeline does."""
+    diffusers = pytest.importorskip("diffusers")
+    one, two, cache = env
+    prompts = ["a rocket ship", "a man wearing a hat"]
+    samples = torch.load(run("a0_sampling", "--steps", "5", "--seed", "3", "--prompt", *prompts).out / "samples.pt")
+
+    embeds = P.read_cache(cache)
+    cond = torch.stack([embeds[P.cache_key(p, str(one))] for p in prompts])                # (2, 77, 32)
+    uncond = embeds[P.cache_key("", str(one))].expand_as(cond)
+    def unet(folder):
+        return diffusers.UNet2DConditionModel.from_pretrained(folder, subfolder="unet", variant="fp16",
+                                                              torch_dtype=torch.float32)
+    def scheduler(folder, sub="scheduler"):
+        return diffusers.DDPMScheduler.from_pretrained(folder, subfolder=sub)
+    none = dict(tokenizer=None, text_encoder=None, safety_checker=None, feature_extractor=None, watermarker=None,
+                requires_safety_checker=False)
+    stage1 = diffusers.IFPipeline(unet=unet(one), scheduler=scheduler(one), **none)
+    stage2 = diffusers.IFSuperResolutionPipeline(unet=unet(two), scheduler=scheduler(two),
+                                                 image_noising_scheduler=scheduler(two, "image_noising_scheduler"),
+                                                 **none)
+    for pipe in (stage1, stage2):
+        pipe.set_progress_bar_config(disable=True)
+    def pipelines(cond, uncond):
+        generator = torch.Generator("cpu").manual_seed(3)
+        x = stage1(prompt_embeds=cond, negative_prompt_embeds=uncond, num_inference_steps=5, guidance_scale=7.0,
+                   generator=generator, output_type="pt").images                          # (2, 3, 20, 20)
+        y = stage2(image=x, prompt_embeds=cond, negative_prompt_embeds=uncond, num_inference_steps=5,
+                   guidance_scale=4.0, noise_level=250, generator=generator, output_type="pt").images   # (2, 3, 40, 40)
+        return ((x + 1) / 2).clamp(0, 1), ((y + 1) / 2).clamp(0, 1)                      # samples.pt's range
+    x, y = pipelines(cond, uncond)
+    # The comparison's own rounding noise: the pipelines again with the embeddings moved by one float32 ulp. Random
+    # tiny UNets amplify a difference at every step (stage II alone, ours vs diffusers: 3e-7 after one step, 9e-4 max
+    # after five), so two correct fp32 implementations differ by about this much. Measured mean |ours - diffusers|:
+    # 2.6e-5 (stage I) and 1.6e-3 (stage II), 2.1 and 2.2 times the ulp runs' 1.3e-5 and 7.1e-4.
+    ulp = torch.where(torch.rand(cond.shape, generator=torch.Generator().manual_seed(0)) < 0.5, -1.0, 1.0) * 2**-23
+    x_noise, y_noise = pipelines(cond * (1 + ulp), uncond)
+    for ours, theirs, noise in ((samples["stage1"], x, x_noise), (samples["images"], y, y_noise)):
+        rounding = (noise - theirs).abs().mean()
+        assert (ours - theirs).abs().mean() < 10 * rounding + 1e-6, ((ours - theirs).abs().mean(), rounding)
+        assert (ours - theirs.flip(0)).abs().mean() > 20 * (ours - theirs).abs().mean()    # measured: 0.35 vs 2.6e-5,
+                                                                                          # 0.44 vs 1.6e-3
