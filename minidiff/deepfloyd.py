@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import data, guidance, hub
-from .prompts import REPORT_PROMPTS, PromptCacheError, encode_prompts, missing_prompts
+from .prompts import REPORT_PROMPTS, PromptCacheError, encode_prompts, missing_prompts, text_encoder_of
 from .sampling import iterative_denoise, strided_timesteps
 from .schedule import NoiseSchedule
 from .unet_if import STAGE2_NOISE_LEVEL, IFUNet, stage2_condition, stage2_input
@@ -61,8 +61,9 @@ def pipeline_timesteps(num_inference_steps: int, num_train_steps: int = 1000) ->
 class DeepFloydBackbone:
     """DeepFloyd IF behind the Part A interface (backbone.Backbone): stage I is the denoiser, stage II `upsample`.
 
-    Images live in [-1, 1]. Prompt embeddings are T5(prompt) from the prompt cache, keyed by the stage-I source
-    (whose text_encoder/ and tokenizer/ folders hold T5); "" is the unconditional prompt. Build it with
+    Images live in [-1, 1]. Prompt embeddings are T5(prompt) from the prompt cache, keyed by the text encoder's
+    source (prompts.text_encoder_of: the T5 all IF stage-I repos share, or a local folder's own); "" is the
+    unconditional prompt. Build it with
     `from_pretrained`; every argument of __init__ is documented there.
     """
 
@@ -74,9 +75,11 @@ class DeepFloydBackbone:
                  *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  revision: Optional[str] = None, stage2_revision: Optional[str] = None,
                  prompt_cache: str | os.PathLike | None = None, t5_dtype: torch.dtype = torch.bfloat16,
-                 one_unet_at_a_time: bool = True):
+                 one_unet_at_a_time: bool = True, text_encoder: str | os.PathLike | None = None):
         self.source, self.stage2_source = str(source), str(stage2_source)
         self.revision, self.stage2_revision = revision, stage2_revision
+        self.t5_source, self.t5_revision = ((str(text_encoder), None) if text_encoder is not None
+                                            else text_encoder_of(self.source, revision))
         self.device, self.dtype = torch.device(device), dtype
         self.prompt_cache = prompt_cache
         self.t5_dtype = t5_dtype
@@ -94,8 +97,9 @@ class DeepFloydBackbone:
         """Load stage I now (stage II on the first `upsample`).
 
         Args:
-            source: stage I, a Hub repo id (IF-I-M/L/XL-v1.0) or a local folder laid out like one; its
-                text_encoder/ and tokenizer/ encode the prompts missing from the cache.
+            source: stage I, a Hub repo id (IF-I-M/L/XL-v1.0) or a local folder laid out like one.
+            text_encoder: where T5 (text_encoder/, tokenizer/) comes from, for the prompts missing from the cache
+                (None: prompts.text_encoder_of(source): the T5 all IF repos share, or a local folder's own).
             stage2_source: stage II (IF-II-M/L-v1.0) repo id or folder.
             device, dtype: of the UNets (stages pick float16 on CUDA, float32 on the CPU); the fp16 weight files
                 are read and cast as they load.
@@ -161,12 +165,12 @@ class DeepFloydBackbone:
             raise TypeError("embed expects a list of prompts, got a single string")
         prompts = list(prompts)
         if self._unets and self.one_unet_at_a_time and missing_prompts(
-                prompts, self.source, self.revision, self.prompt_cache):
+                prompts, self.t5_source, self.t5_revision, self.prompt_cache):
             self.release()                                                        # never T5 and a UNet together
-        cond = encode_prompts(prompts, self.source, revision=self.revision, cache_path=self.prompt_cache,
+        cond = encode_prompts(prompts, self.t5_source, revision=self.t5_revision, cache_path=self.prompt_cache,
                               dtype=self.t5_dtype, device=self.device)      # (N, 77, d_text) on the CPU
         if cond.shape[-1] != self.text_dim:
-            raise ValueError(f"the prompt embeddings of {self.source} are {cond.shape[-1]} wide but its UNet reads "
+            raise ValueError(f"the prompt embeddings of {self.t5_source} are {cond.shape[-1]} wide but its UNet reads "
                              f"{self.text_dim}: the text_encoder/ and unet/ folders come from different models")
         return cond.to(self.device)
 
@@ -244,13 +248,14 @@ def unavailable_reason(source: str = STAGE1_SOURCE, stage2_source: str = STAGE2_
                 and hub.is_available(src, "unet", UNET_WEIGHTS, rev)):
             return (f"{what} weights {src} are not downloaded (accept the license on "
                     f"{hub.IF_LICENSE_CARD}, log in with `hf auth login`, then run with --backbone deepfloyd)")
+    t5, t5_revision = text_encoder_of(str(source), revision)
     try:
-        missing = missing_prompts(list(needed_prompts), str(source), revision, cache_path)
+        missing = missing_prompts(list(needed_prompts), t5, t5_revision, cache_path)
     except PromptCacheError as e:
         return str(e)
-    t5_there = (hub.is_available(source, "text_encoder", ["config.json"], revision)
-                and hub.is_available(source, "text_encoder", T5_WEIGHTS, revision)
-                and hub.is_available(source, "tokenizer", ["spiece.model"], revision))
+    t5_there = (hub.is_available(t5, "text_encoder", ["config.json"], t5_revision)
+                and hub.is_available(t5, "text_encoder", T5_WEIGHTS, t5_revision)
+                and hub.is_available(t5, "tokenizer", ["spiece.model"], t5_revision))
     if missing and not t5_there:
         return (f"{len(missing)} prompt embedding(s) (e.g. {missing[0]!r}) are not cached and T5 is not downloaded "
                 f"(run `python -m minidiff.prompts` where the weights are)")

@@ -40,6 +40,9 @@ from minidiff.data import atomic_write
 from minidiff.t5 import preprocess_prompt
 
 DEFAULT_SOURCE = "DeepFloyd/IF-I-XL-v1.0"   # IF stage I's repo holds the text_encoder/ and tokenizer/ folders
+# Every IF stage-I repo ships the same T5 v1.1 XXL (DESIGN §5): minidiff reads it, and keys the cache, from one of
+# them, so that choosing IF-I-M or IF-I-L never downloads T5 again (11.5 GB) nor re-encodes a cached prompt.
+IF_STAGE1_REPOS = ("DeepFloyd/IF-I-M-v1.0", "DeepFloyd/IF-I-L-v1.0", "DeepFloyd/IF-I-XL-v1.0")
 CACHE_ENV = "MINIDIFF_PROMPT_CACHE"
 FORMAT = "minidiff-prompt-embeds/2"      # 2: with a CRC-32 per entry
 MAX_LENGTH = 77                            # tokens per prompt (t5.T5Tokenizer)
@@ -66,6 +69,14 @@ def default_cache_path() -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
     return cache_home / "minidiff" / "prompt_embeds.safetensors"
+
+
+def text_encoder_of(stage1_source: str, revision: str | None = None) -> tuple[str, str | None]:
+    """(source, revision) of the T5 that encodes prompts for a stage I: the shared one (DEFAULT_SOURCE, main) for
+    any IF stage-I repo on the Hub; a local folder or another repo brings its own text_encoder/."""
+    if str(stage1_source) in IF_STAGE1_REPOS:
+        return DEFAULT_SOURCE, None
+    return str(stage1_source), revision
 
 
 def cache_key(prompt: str, source: str = DEFAULT_SOURCE, revision: str | None = None) -> str:
@@ -229,12 +240,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--revision", default=None, help="Hub revision (default: main)")
     parser.add_argument("--cache", default=None, help=f"cache file (default: ${CACHE_ENV} or {default_cache_path()})")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="T5 compute dtype")
-    parser.add_argument("--device", default="cpu", help="where T5 runs, e.g. cpu or cuda")
+    parser.add_argument("--device", default="auto", help="where T5 runs: cpu, cuda, ... (default: cuda if there is one)")
     parser.add_argument("--batch-size", type=_positive, default=4, help="prompts per T5 forward (default: 4)")
     parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")  # one line
     args = parser.parse_args(argv)
     prompts = list(dict.fromkeys(preprocess_prompt(p) for p in args.prompts or REPORT_PROMPTS))
     path = Path(args.cache) if args.cache else default_cache_path()
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         if torch.empty(1, device=args.device).is_meta:       # checked before any download
             raise RuntimeError("it holds no data")

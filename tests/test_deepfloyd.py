@@ -319,6 +319,37 @@ def test_unavailable_reason_reads_the_hub_cache_offline(folders, cache, tmp_path
     assert bb.image_shape == (3, 20, 20)
 
 
+def test_every_if_stage1_repo_shares_one_t5_and_one_cache_entry(folders, cache, tmp_path, monkeypatch):
+    """IF-I-L (here without a text_encoder/ of its own, as if never downloaded) reads T5 from IF-I-XL and keys the
+    cache by it: a prompt encoded for one size is cached for every size, and T5 runs once."""
+    from test_hub import write_hub_cache
+    one, two = folders
+    hub_cache = tmp_path / "hub-cache"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(hub_cache))
+    unet_only = tmp_path / "IF-I-L"
+    (unet_only / "unet").mkdir(parents=True)
+    for f in (one / "unet").iterdir():
+        (unet_only / "unet" / f.name).write_bytes(f.read_bytes())
+    write_hub_cache(hub_cache, "DeepFloyd/IF-I-L-v1.0", unet_only)
+    write_hub_cache(hub_cache, "DeepFloyd/IF-I-XL-v1.0", one)
+    write_hub_cache(hub_cache, "DeepFloyd/IF-II-L-v1.0", two)
+    assert P.text_encoder_of("DeepFloyd/IF-I-L-v1.0", revision="v1") == ("DeepFloyd/IF-I-XL-v1.0", None)
+    assert P.text_encoder_of(str(one)) == (str(one), None)                     # a folder brings its own
+    t5_loads = []
+    real = hub.load_text_encoder
+    monkeypatch.setattr(hub, "load_text_encoder", lambda *a, **k: t5_loads.append(a[0]) or real(*a, **k))
+    large = deepfloyd.DeepFloydBackbone.from_pretrained("DeepFloyd/IF-I-L-v1.0", "DeepFloyd/IF-II-L-v1.0",
+                                                        t5_dtype=torch.float32)
+    e_large = large.embed(["a lithograph of a skull"])
+    assert t5_loads == ["DeepFloyd/IF-I-XL-v1.0"]
+    assert list(P.read_cache(cache)) == [P.cache_key("a lithograph of a skull", "DeepFloyd/IF-I-XL-v1.0")]
+    xl = deepfloyd.DeepFloydBackbone.from_pretrained("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0")
+    assert torch.equal(xl.embed(["a lithograph of a skull"]), e_large) and len(t5_loads) == 1   # cached: no T5
+    assert deepfloyd.unavailable_reason("DeepFloyd/IF-I-L-v1.0", "DeepFloyd/IF-II-L-v1.0", cache_path=cache,
+                                        needed_prompts=["a lithograph of a skull"]) is None
+
+
 @pytest.mark.parametrize("n", [1, 5, 10, 20, 50])
 def test_pipeline_timesteps_match_diffusers(n):
     assert deepfloyd.pipeline_timesteps(n)[-1] == -1
