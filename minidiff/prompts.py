@@ -31,6 +31,7 @@ import argparse
 import gc
 import json
 import os
+import sys
 import zlib
 from pathlib import Path
 
@@ -226,14 +227,86 @@ def encode_prompts(prompts: list[str], source: str = DEFAULT_SOURCE, *, revision
     return torch.stack([cache[k] for k in keys])                             # (N, 77, d_model)
 
 
+def import_embeddings(files: list[str | os.PathLike], prompt: str | None = None, source: str = DEFAULT_SOURCE,
+                      cache_path: str | os.PathLike | None = None) -> tuple[int, int]:
+    """Put the course's precomputed T5 embeddings into the cache, so that their prompts never need T5 here.
+
+    Formats (read with weights_only=True: tensors and plain containers only, never code):
+      fall 2024 `prompt_embeds_dict.pth`: {prompt: (1, 77, 4096) float16}, "" included for CFG;
+      fall 2025, one `.pth` per prompt (the course's embedding Spaces): such a dict with one prompt, or a bare
+      (1, 77, 4096) / (77, 4096) tensor, whose prompt `prompt` names (then one file only).
+    Each embedding is checked (77 tokens, d_model as the cache's others, float16/bfloat16/float32, finite) and stored
+    as float32 under cache_key(prompt, source): the course made them with IF-I-XL's T5, the one every IF repo shares.
+    A prompt already cached keeps its entry (the first computation of a key wins, as for encode_prompts).
+    Returns: (entries added, entries already cached). Raises PromptCacheError (one line, naming the file)."""
+    found: dict[str, torch.Tensor] = {}
+    if prompt is not None and len(files) != 1:
+        raise PromptCacheError(f"--prompt names the prompt of ONE bare-tensor file, got {len(files)} files")
+    for file in map(Path, files):
+        try:
+            obj = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as e:  # missing, not a torch file, or pickled code that weights_only refuses
+            raise PromptCacheError(f"cannot read {file} as course embeddings ({type(e).__name__}: "
+                                   f"{(str(e).strip().splitlines() or [''])[0][:120]})") from None
+        if isinstance(obj, torch.Tensor):
+            if prompt is None:
+                raise PromptCacheError(f"{file} holds one embedding without its prompt: say which with --prompt TEXT")
+            obj = {prompt: obj}
+        if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):
+            raise PromptCacheError(f"{file} is not course embeddings: expected {{prompt: (1, 77, d_model) tensor}}, "
+                                   f"got {type(obj).__name__}")
+        for text, embed in obj.items():
+            ok = (isinstance(embed, torch.Tensor) and embed.dtype in (torch.float16, torch.bfloat16, torch.float32)
+                  and embed.shape[-2:-1] == (MAX_LENGTH,) and embed.dim() in (2, 3) and embed.shape[:-2] in ((), (1,)))
+            if not ok:
+                what = f"{embed.dtype} {tuple(embed.shape)}" if isinstance(embed, torch.Tensor) else type(embed).__name__
+                raise PromptCacheError(f"{file}: the embedding of {text!r} is {what}, expected (1, {MAX_LENGTH}, "
+                                       "d_model) float16, bfloat16 or float32")
+            if not torch.isfinite(embed).all():
+                raise PromptCacheError(f"{file}: the embedding of {text!r} has non-finite values; get the file again")
+            found[cache_key(text, source)] = embed.reshape(MAX_LENGTH, -1).float().clone()   # (77, d_model)
+    path = Path(cache_path) if cache_path is not None else default_cache_path()
+    cache = read_cache(path)
+    widths = {e.shape[-1] for e in [*cache.values(), *found.values()]}
+    if len(widths) > 1:
+        raise PromptCacheError(f"the embeddings are {sorted(widths)} wide, mixed with the cache {path}: they come "
+                               "from different text encoders (IF's T5 XXL gives 4096)")
+    new = {k: v for k, v in found.items() if k not in cache}
+    if new:
+        write_cache(path, {**cache, **new})
+    return len(new), len(found) - len(new)
+
+
 def _positive(text: str) -> int:
     if not (text.strip().isascii() and text.strip().isdecimal()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1, got {text!r}")
     return int(text)
 
 
+def _import_main(argv: list[str]) -> None:
+    """`python -m minidiff.prompts import FILE ... [--prompt TEXT]`: the course's .pth embeddings into the cache."""
+    parser = argparse.ArgumentParser(prog="python -m minidiff.prompts import", description=import_embeddings.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", help="prompt_embeds_dict.pth (fall 2024) or per-prompt .pth files")
+    parser.add_argument("--prompt", help="the prompt of a file that holds a bare tensor")
+    parser.add_argument("--source", default=DEFAULT_SOURCE, help="the T5 they were made with (default: %(default)s)")
+    parser.add_argument("--cache", default=None, help=f"cache file (default: ${CACHE_ENV} or {default_cache_path()})")
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")  # one line
+    args = parser.parse_args(argv)
+    path = Path(args.cache) if args.cache else default_cache_path()
+    try:
+        added, kept = import_embeddings(args.files, args.prompt, args.source, path)
+    except (PromptCacheError, OSError) as e:
+        raise SystemExit(f"error: {e}") from e
+    print(f"imported {added} embedding(s) into {path}" + (f"; {kept} were cached already (kept)" if kept else ""))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m minidiff.prompts ["prompt" ...]`: precompute and cache embeddings (default: REPORT_PROMPTS)."""
+    """`python -m minidiff.prompts ["prompt" ...]`: precompute and cache embeddings (default: REPORT_PROMPTS).
+    `python -m minidiff.prompts import FILE ...`: import the course's precomputed ones instead (no T5 needed)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["import"]:
+        return _import_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m minidiff.prompts", description=main.__doc__)
     parser.add_argument("prompts", nargs="*", help="prompts to encode (default: every prompt of the report, and '')")
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="Hub repo id or local folder (default: %(default)s)")

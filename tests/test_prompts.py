@@ -268,3 +268,62 @@ def test_command_line(hub_folder, tmp_path, capsys, counting):
     assert len(P.read_cache(cache)) == 3
     P.main(["a pencil", "", " A Pencil", "--source", str(hub_folder), "--cache", str(cache)])
     assert counting["loads"] == 2 and "2 of 2 prompts already cached" in capsys.readouterr().out
+
+
+# --- the course's precomputed embeddings ------------------------------------------------------------------------
+
+
+class NotATensor:                                  # pickled code: what weights_only=True refuses to run
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_import_course_embeddings_fall_2024_and_2025(tmp_path, monkeypatch, capsys):
+    """The fall 2024 dict and the fall 2025 per-prompt files go into the cache as float32 under the shared T5's key;
+    the stages' prompts then never load T5."""
+    cache = tmp_path / "embeds.safetensors"
+    torch.manual_seed(0)
+    course = {"a rocket ship": torch.randn(1, 77, 16).half(), "": torch.randn(1, 77, 16).half()}
+    torch.save(course, tmp_path / "prompt_embeds_dict.pth")
+    P.main(["import", str(tmp_path / "prompt_embeds_dict.pth"), "--cache", str(cache)])
+    assert capsys.readouterr().out.strip() == f"imported 2 embedding(s) into {cache}"
+    one_prompt = torch.randn(1, 77, 16, dtype=torch.bfloat16)
+    torch.save(one_prompt, tmp_path / "pencil.pth")                   # a bare tensor: its prompt on the command line
+    torch.save({"A Pencil ": one_prompt, "a rocket ship": torch.zeros(77, 16)}, tmp_path / "dict.pth")
+    assert P.import_embeddings([tmp_path / "pencil.pth"], prompt="a pencil", cache_path=cache) == (1, 0)
+    assert P.import_embeddings([tmp_path / "dict.pth"], cache_path=cache) == (0, 2)     # cached ones are kept
+
+    entries = P.read_cache(cache)
+    assert set(entries) == {P.cache_key(p, "DeepFloyd/IF-I-XL-v1.0") for p in ("a rocket ship", "", "a pencil")}
+    assert torch.equal(entries[P.cache_key("a rocket ship")], course["a rocket ship"][0].float())
+    monkeypatch.setattr(hub, "load_text_encoder", lambda *a, **k: pytest.fail("T5 loaded for an imported prompt"))
+    embeds = P.encode_prompts(["a rocket ship", "A pencil", ""], cache_path=cache)            # (3, 77, 16)
+    assert torch.equal(embeds[1], one_prompt[0].float()) and embeds.dtype == torch.float32
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"a dog": torch.randn(1, 76, 16)}, "the embedding of 'a dog' is torch.float32 (1, 76, 16), expected (1, 77,"),
+    ({"a dog": torch.randn(2, 77, 16)}, "is torch.float32 (2, 77, 16)"),
+    ({"a dog": torch.randn(1, 77, 16).long()}, "torch.int64"),
+    ({"a dog": torch.full((1, 77, 16), float("nan"))}, "non-finite values"),
+    ({"a dog": "not a tensor"}, "is str, expected"),
+    ({"a dog": torch.randn(1, 77, 24)}, "[16, 24] wide, mixed with the cache"),
+    (torch.randn(1, 77, 16), "without its prompt: say which with --prompt TEXT"),
+    ([torch.randn(1, 77, 16)], "is not course embeddings: expected {prompt: (1, 77, d_model) tensor}, got list"),
+    (NotATensor(), "cannot read"),
+    (b"garbage", "cannot read"),
+])
+def test_import_refuses_what_is_not_course_embeddings_in_one_line(tmp_path, capsys, bad, words):
+    cache = tmp_path / "embeds.safetensors"
+    P.write_cache(cache, {P.cache_key("a cat"): torch.zeros(77, 16)})
+    before = cache.read_bytes()
+    file = tmp_path / "embeds.pth"
+    if isinstance(bad, bytes):
+        file.write_bytes(bad)
+    else:
+        torch.save(bad, file)
+    with pytest.raises(SystemExit) as e:
+        P.main(["import", str(file), "--cache", str(cache)])
+    message = str(e.value.code)
+    assert message.startswith("error: ") and "\n" not in message and words in message, message
+    assert "this ran" not in capsys.readouterr().out and cache.read_bytes() == before
