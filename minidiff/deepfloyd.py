@@ -105,7 +105,8 @@ class DeepFloydBackbone:
                 are read and cast as they load.
             revision, stage2_revision: Hub branch, tag or commit (None: main); `revision` is part of the cache key.
             prompt_cache: the prompt-embedding cache file (default: minidiff.prompts.default_cache_path()).
-            t5_dtype: what T5 runs in for uncached prompts, on `device` (bfloat16, or float32; never float16).
+            t5_dtype: what T5 runs in for uncached prompts, on `device`: bfloat16, float32, or float16 for GPUs
+                without bf16 (its feed-forward output projections stay float32: hub.load_text_encoder).
             one_unet_at_a_time: free each network before loading the next (see the module docstring).
         Raises:
             hub.LoadError (one line, with the fix): gated repo, not logged in, offline and not cached, bad folder.

@@ -217,7 +217,8 @@ def _check_keys(model: nn.Module, found: dict, where: str) -> None:
                         "and the weights come from the same model and revision")
 
 
-def _read_tensors(found: dict[str, Stored], dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+def _read_tensors(found: dict[str, Stored], dtype: torch.dtype, device, fp32: tuple[str, ...] = ()
+                  ) -> dict[str, torch.Tensor]:
     """Read every tensor, cast to dtype and moved to device one at a time.
 
     safetensors maps the file: a tensor read at its stored dtype on the CPU stays a view of the mapping (no
@@ -237,7 +238,7 @@ def _read_tensors(found: dict[str, Stored], dtype: torch.dtype, device) -> dict[
                     while items and copied < READ_CHUNK_BYTES:
                         key, stored_key = items.pop()
                         tensor = f.get_tensor(stored_key)
-                        state[key] = tensor.to(device, dtype)
+                        state[key] = tensor.to(device, torch.float32 if key.endswith(fp32) and fp32 else dtype)
                         copied += 0 if state[key] is tensor else tensor.nbytes
         except (SafetensorError, OSError) as e:
             raise LoadError(f"{path} is truncated or corrupted ({e}): delete it and download it again") from None
@@ -245,15 +246,16 @@ def _read_tensors(found: dict[str, Stored], dtype: torch.dtype, device) -> dict[
 
 
 def _load(build: Callable[[], nn.Module], paths: list[Path], dtype: torch.dtype, device,
-          rename: Callable[[dict[str, Stored]], dict[str, Stored]] = dict) -> nn.Module:
-    """Build on meta, check keys and shapes, read + cast tensor by tensor, assign. Returns an eval() model."""
+          rename: Callable[[dict[str, Stored]], dict[str, Stored]] = dict, fp32: tuple[str, ...] = ()) -> nn.Module:
+    """Build on meta, check keys and shapes, read + cast tensor by tensor (keys ending with one of `fp32`: to
+    float32), assign. Returns an eval() model."""
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype (torch.float32, torch.bfloat16, ...), got {dtype!r}")
     with torch.device("meta"):
         model = build()
     found = rename(_list_tensors(paths))
     _check_keys(model, found, where=str(paths[0].parent))
-    model.load_state_dict(_read_tensors(found, dtype, device), strict=True, assign=True)
+    model.load_state_dict(_read_tensors(found, dtype, device, fp32), strict=True, assign=True)
     return model.eval().requires_grad_(False)
 
 
@@ -309,17 +311,17 @@ def load_text_encoder(source: str | os.PathLike, subfolder: str = "text_encoder"
                       revision: str | None = None):
     """IF's T5 v1.1 XXL encoder with published weights (sharded safetensors through the index json).
 
-    The fp16 variant keeps the feed-forward `wo` weights in float32; every tensor is cast to `dtype`.
-    dtype must be bfloat16 or float32: T5 activations overflow float16.
+    The fp16 variant keeps the feed-forward `wo` weights in float32; every tensor is cast to `dtype`, except that
+    dtype=torch.float16 (for GPUs without bf16, e.g. T4) keeps `wo` in float32: plain float16 overflows in T5 XXL's
+    feed-forward, and with `wo` in float32 (transformers' rule for T5 v1.1) its output and the residual stream after
+    it stay float32 (t5.T5DenseGatedGelu, t5.clamp_inf_fp16).
     Returns: minidiff.t5.T5Encoder in eval mode, no gradients.
     """
-    if dtype == torch.float16:
-        raise ValueError("T5 overflows in float16 (inf/NaN embeddings): load the text encoder with "
-                         "dtype=torch.bfloat16 or torch.float32 (the fp16 variant file is fine to read)")
     files = _Source(source, revision)
     config = files.config(subfolder, T5Config)
     paths = files.weight_files(subfolder, "model", variant)
-    return _load(lambda: T5Encoder(config), paths, dtype, device, rename=_tied_t5_embeddings)
+    return _load(lambda: T5Encoder(config), paths, dtype, device, rename=_tied_t5_embeddings,
+                 fp32=("DenseReluDense.wo.weight",) if dtype == torch.float16 else ())
 
 
 def load_tokenizer(source: str | os.PathLike, subfolder: str = "tokenizer", revision: str | None = None):

@@ -18,7 +18,7 @@ The cache file (safetensors):
   absolute path), value = (77, d_model) float32 on the CPU;
 - metadata {"format": "minidiff-prompt-embeds/2", "crc32": JSON {name: CRC-32 of the tensor's bytes}}: safetensors
   has no checksum of its own, and a flipped bit would otherwise change images silently.
-Embeddings are stored in float32: T5 may run in bfloat16 or float32 and float32 holds either exactly
+Embeddings are stored in float32: T5 may run in bfloat16, float16 or float32 and float32 holds each exactly
 (bf16 -> fp32 is lossless), the UNets consume float32 (or cast down themselves), and the cost is small
 (1.26 MB per XXL prompt, 23 MB for the report's 18). The first computation of a key wins: delete the file
 to recompute with another dtype. Writes are atomic (temporary file in the same folder + os.replace), so a
@@ -184,7 +184,8 @@ def encode_prompts(prompts: list[str], source: str = DEFAULT_SOURCE, *, revision
         source: Hub repo id or local folder with `text_encoder/` and `tokenizer/` (the cache key's first part).
         revision: Hub revision (None = "main"); part of the cache key.
         cache_path: the cache file; default default_cache_path().
-        dtype, device: where T5 runs if some prompt is missing (bfloat16 or float32, never float16).
+        dtype, device: where T5 runs if some prompt is missing: bfloat16, float32, or float16 on GPUs without
+            bf16 (then the feed-forward `wo` runs in float32: hub.load_text_encoder).
         batch_size: prompts per T5 forward; the cache is written after every batch.
         progress: show a tqdm progress bar over the prompts being encoded.
     Returns:
@@ -194,8 +195,6 @@ def encode_prompts(prompts: list[str], source: str = DEFAULT_SOURCE, *, revision
     """
     if isinstance(prompts, str):
         raise TypeError("encode_prompts expects a list of prompts, got a single string")
-    if dtype == torch.float16:
-        raise ValueError("encode_prompts: run T5 in torch.bfloat16 or torch.float32, not float16 (it overflows)")
     path = Path(cache_path) if cache_path is not None else default_cache_path()
     keys = [cache_key(p, source, revision) for p in prompts]
     cache = read_cache(path)
@@ -312,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="Hub repo id or local folder (default: %(default)s)")
     parser.add_argument("--revision", default=None, help="Hub revision (default: main)")
     parser.add_argument("--cache", default=None, help=f"cache file (default: ${CACHE_ENV} or {default_cache_path()})")
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="T5 compute dtype")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16",
+                        help="T5 compute dtype; float16 (with wo in float32) for GPUs without bf16, e.g. a T4")
     parser.add_argument("--device", default="auto", help="where T5 runs: cpu, cuda, ... (default: cuda if there is one)")
     parser.add_argument("--batch-size", type=_positive, default=4, help="prompts per T5 forward (default: 4)")
     parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")  # one line

@@ -203,9 +203,10 @@ class T5DenseGatedGelu(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
         h = F.gelu(self.wi_0(x), approximate="tanh") * self.wi_1(x)   # (B, L, d_ff)
-        # The published fp16 shards keep `wo` in float32; if a loader keeps it so, run wo in its dtype
-        # and come back to the residual stream's dtype.
-        return self.wo(h.to(self.wo.weight.dtype)).to(x.dtype)
+        # The float16 path (hub.load_text_encoder(dtype=torch.float16), for GPUs without bf16) keeps `wo` in
+        # float32, as the published fp16 shards store it and transformers runs T5 v1.1: its output, which
+        # overflows float16 in the XXL model, stays float32, and the residual sum it joins is promoted to float32.
+        return self.wo(h.to(self.wo.weight.dtype))
 
 
 class T5LayerFF(nn.Module):
@@ -226,7 +227,17 @@ class T5Block(nn.Module):
         self.layer = nn.ModuleList([T5LayerSelfAttention(config, has_relative_attention_bias), T5LayerFF(config)])
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
-        return self.layer[1](self.layer[0](x, attn_bias))
+        return clamp_inf_fp16(self.layer[1](clamp_inf_fp16(self.layer[0](x, attn_bias))))
+
+
+def clamp_inf_fp16(x: torch.Tensor) -> torch.Tensor:
+    """transformers' guard of the float16 residual stream of T5: if a sublayer overflowed, replace +-inf by
+    +-(the largest float16 - 1000), so that RMSNorm can still divide (inf / inf would be NaN). Other dtypes: x."""
+    if x.dtype != torch.float16:
+        return x
+    big = torch.finfo(torch.float16).max
+    limit = torch.where(torch.isinf(x).any(), big - 1000, big)
+    return x.clamp(-limit, limit)
 
 
 class T5Stack(nn.Module):
