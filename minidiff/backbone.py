@@ -34,8 +34,10 @@ A backbone is any object with these attributes and methods (structural typing: n
     test_images() -> list[tuple[str, Tensor]]
                                        (name, (1, C, H, W) in the model's range) inputs of §1.1-§1.7: IF the photos
                                        in data/; MNIST a few fixed digits of the MNIST test set
-    upsample(x, prompts) -> x          the final super-resolution pass after a sample (IF stage II to 256 px);
-                                       identity for MNIST. x in the model's range; prompts one per image.
+    upsample(x, prompts, guide=None, noise_level=None) -> x
+                                       the final super-resolution pass after a sample (IF stage II to 256 px);
+                                       identity for MNIST. x in the model's range; prompts one per image; an
+                                       illusion's guide(model_fn, size) -> eps_fn and noise level (deepfloyd).
 
 Pure-noise starts are N(0, I) for every backbone.
 """
@@ -69,4 +71,4 @@ class Backbone(Protocol):
 
     def test_images(self) -> list[tuple[str, torch.Tensor]]: ...
 
-    def upsample(self, x: torch.Tensor, prompts: list[str]) -> torch.Tensor: ...
+    def upsample(self, x: torch.Tensor, prompts: list[str], guide=None, noise_level=None) -> torch.Tensor: ...

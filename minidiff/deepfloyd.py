@@ -25,7 +25,7 @@ from __future__ import annotations
 import gc
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -190,42 +190,58 @@ class DeepFloydBackbone:
 
     @torch.no_grad()
     def upsample(self, x: torch.Tensor, prompts: Sequence[str], num_inference_steps: int = STAGE2_STEPS,
-                 guidance_scale: float = STAGE2_GUIDANCE, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 guidance_scale: float = STAGE2_GUIDANCE, generator: Optional[torch.Generator] = None,
+                 guide: Optional[Callable] = None, noise_level: int = STAGE2_NOISE_LEVEL) -> torch.Tensor:
         """Stage II super-resolution of stage-I images (IF's super-resolution pipeline):
 
-        the stage-I image, bilinearly upsampled and noised to level 250 [A.1] with the image-noising schedule
-        (the same cosine one), is concatenated to x_t as 3 more input channels; the noise level is the UNet's
-        class label. A sample from pure noise then runs the pipeline's strided steps (pipeline_timesteps),
+        the stage-I image, bilinearly upsampled and noised to `noise_level` (250) [A.1] with the image-noising
+        schedule (the same cosine one), is concatenated to x_t as 3 more input channels; the noise level is the
+        UNet's class label. A sample from pure noise then runs the pipeline's strided steps (pipeline_timesteps),
         with CFG [A.4] against "" (Ho & Salimans 2022) and x0_hat clipped to [-1, 1] (IF-II's thresholding).
+
+        An illusion keeps its guidance through stage II (Geng et al. 2024's code: the same views or frequency
+        split, both prompts, noise level 50): `guide(model_fn, size) -> eps_fn` builds the estimator from stage
+        II's model_fn as stage I's was built from stage I's (guidance.anagram, guidance.hybrid). Its input is
+        cat(x_t, conditioning image), 6 channels: a view then turns the conditioning image with x_t, as it must
+        (the flipped reading is decided on the flipped low-resolution image too).
 
         Args:
             x: (B, 3, h, w) stage-I images, about [-1, 1] (stage I's thresholding allows up to 1.5: passed on as
                 they are, as the super-resolution pipeline does).
-            prompts: B prompts, one per image.
+            prompts: B prompts, one per image (CFG's, when guide is None).
             num_inference_steps, guidance_scale: the pipeline's 50 steps and CFG gamma = 4 by default.
             generator: seeds the noise (on x's device); None uses the global RNG.
+            guide: None (CFG on `prompts`), or guide(model_fn, S) with model_fn((kB, 6, S, S), t, c) ->
+                (eps_hat, v_hat) (k: any number of batched branches) and S the output size; embed its prompts
+                before calling upsample (T5 and a UNet are never in memory together).
+            noise_level: of the conditioning image: 250 (the pipeline's), 50 for illusions.
         Returns:
             (B, 3, H, W) in [-1, 1], x's dtype and device; H = W = stage II's sample_size (256 for IF-II).
         """
         B = x.shape[0]
         if len(prompts) != B:
             raise ValueError(f"upsample needs one prompt per image: got {len(prompts)} prompts for {B} images")
-        cond, uncond = self.embed(prompts), self.embed([""])
+        if guide is None:
+            cond, uncond = self.embed(prompts), self.embed([""])
         unet = self.stage2()
         S, w = unet.config.sample_size, unet.conv_in.weight.dtype
         # The draws in IFSuperResolutionPipeline's order (the course notebook passes one generator through both
         # stages, so the order decides the image): the initial noise x_T first, then the conditioning image's noise.
         x_T = torch.randn((B, 3, S, S), generator=generator, device=x.device, dtype=x.dtype)
-        low_res, level = stage2_condition(x, (S, S), self.schedule, STAGE2_NOISE_LEVEL,
+        low_res, level = stage2_condition(x, (S, S), self.schedule, noise_level,
                                           generator=generator)                   # (B, 3, S, S), (B,)
 
-        def model_fn(x_t: torch.Tensor, t: int, c: torch.Tensor):
-            k = x_t.shape[0] // B                                                 # 2 with CFG's batched branches
-            out = unet(stage2_input(x_t, low_res.repeat(k, 1, 1, 1)).to(w), t, c.to(x_t.device, w),
-                       level.repeat(k)).to(x_t.dtype)                            # (kB, 6, S, S)
+        def model_fn(x_in: torch.Tensor, t: int, c: torch.Tensor):
+            k = x_in.shape[0] // B                                                # branches batched by the guide
+            out = unet(x_in.to(w), t, c.to(x_in.device, w), level.repeat(k)).to(x_in.dtype)   # (kB, 6, S, S)
             return out[:, :3], out[:, 3:6]
 
-        eps_fn = guidance.cfg(model_fn, cond, uncond, guidance_scale)
+        combined = (guide(model_fn, S) if guide is not None
+                    else guidance.cfg(model_fn, cond, uncond, guidance_scale))
+
+        def eps_fn(x_t: torch.Tensor, t: int):
+            return combined(stage2_input(x_t, low_res), t)                         # (B, 6, S, S) in
+
         y = iterative_denoise(eps_fn, self.schedule, x_T, pipeline_timesteps(num_inference_steps),
                               generator=generator, threshold=STAGE2_THRESHOLD)
         if self.one_unet_at_a_time:

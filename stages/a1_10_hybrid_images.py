@@ -6,24 +6,32 @@ from far away), high frequencies from prompt 2 (seen up close); each a CFG estim
 Report pairs: "a lithograph of a skull" far / "a lithograph of waterfalls" near, ...; MNIST: "0" far / "1" near, ...
 With digits the Part B judge reads MEASURED samples of each pair (one batch of as many seeds): the rate of those
 read as the near prompt up close AND as the far prompt seen from afar.
+DeepFloyd's stage II keeps the split: both prompts, the filter widened to 256 px, noise level 50 (Geng et al.'s
+code), so the near prompt still owns the high frequencies stage II adds; hybrids_stage1.png shows the 64 px results.
 Outputs in outputs/a1_10_hybrid_images/: hybrids.png (per pair, a row of hybrids up close and a row of the same
-seen from afar = the same low-pass filter, widened by stage II's upscaling), samples.pt (prompts "far|near") and
-metrics.json (digits: the rates).
+seen from afar = the same low-pass filter, widened by stage II's upscaling), hybrids_stage1.png (DeepFloyd),
+samples.pt (prompts "far|near") and metrics.json (digits: the rates).
 """
 import torch
 
 import common
 import part_a
-from minidiff import guidance, viz
+from minidiff import deepfloyd, guidance, viz
 from minidiff.sampling import iterative_denoise
 
 GAMMA = 7.0                                                                             # §1.10
 KERNEL_SIZE, SIGMA = 33, 2.0                                                            # §1.10 low-pass filter
+ILLUSION_NOISE_LEVEL = 50   # DeepFloyd's stage II for illusions (Geng et al.'s code): both prompts, level 50
 PAIRS = {"photos": [("a lithograph of a skull", "a lithograph of waterfalls"),
                        ("an oil painting of an old man", "a rocket ship"),
                        ("a photo of a dog", "an oil painting of a snowy mountain village")],
          "digits": [("0", "1"), ("8", "7"), ("3", "4")]}
 SAMPLES_PER_PAIR = {"photos": 1, "digits": 4}
+
+
+def widened(scale: float) -> tuple[int, float]:
+    """The §1.10 low-pass filter (kernel size, sigma) for an image `scale` times stage I's size (IF's stage II: 4)."""
+    return 2 * round(KERNEL_SIZE // 2 * scale) + 1, SIGMA * scale
 
 
 def options(p):
@@ -37,16 +45,19 @@ def main(argv=None):
     n = part_a.count(args, backbone, SAMPLES_PER_PAIR, "num_samples")
     judged = part_a.judges(backbone, dev, rec)
     drawn = max(n, part_a.MEASURED) if judged else n                         # digits: the figure's + the measured
-    rows, names, images, labels, both = [], [], [], [], []
+    rows, names, images, labels, both, firsts = [], [], [], [], [], []
     for far, near in pairs:
-        eps_fn = guidance.hybrid(backbone.model_fn, backbone.embed([far]), backbone.embed([near]),
-                                 backbone.embed([""]), GAMMA, KERNEL_SIZE, SIGMA)
-        x = iterative_denoise(eps_fn, backbone.schedule, part_a.noise(backbone, drawn, dev, gen),
-                              backbone.timesteps, generator=gen, progress=True)
-        x = backbone.to_unit(backbone.upsample(x, [far] * drawn))
-        scale = x.shape[-1] / backbone.image_shape[-1]                # IF: stage II made it 4x larger
-        # seen from afar: the sampling's low-pass filter, widened to the shown size
-        afar = guidance.gaussian_blur(x, 2 * round(KERNEL_SIZE // 2 * scale) + 1, SIGMA * scale)
+        c_far, c_near, uncond = backbone.embed([far]), backbone.embed([near]), backbone.embed([""])
+        eps_fn = guidance.hybrid(backbone.model_fn, c_far, c_near, uncond, GAMMA, KERNEL_SIZE, SIGMA)
+        first = iterative_denoise(eps_fn, backbone.schedule, part_a.noise(backbone, drawn, dev, gen),
+                                  backbone.timesteps, generator=gen, progress=True)   # IF: the 64 px stage-I result
+        x = backbone.to_unit(backbone.upsample(first, [far] * drawn, noise_level=ILLUSION_NOISE_LEVEL,
+                                               guide=lambda model_fn, S: guidance.hybrid(  # the split, at S px
+                                                   model_fn, c_far, c_near, uncond, deepfloyd.STAGE2_GUIDANCE,
+                                                   *widened(S / backbone.image_shape[-1]))))
+        afar = guidance.gaussian_blur(x, *widened(x.shape[-1] / backbone.image_shape[-1]))   # seen from afar
+        first = backbone.to_unit(first[:n])
+        firsts += [list(first), list(guidance.gaussian_blur(first, KERNEL_SIZE, SIGMA))]
         if judged:                                                    # near up close AND far from afar
             hits = ((part_a.read(judged, x) == part_a.label_of(near))
                     & (part_a.read(judged, afar) == part_a.label_of(far)))
@@ -58,6 +69,9 @@ def main(argv=None):
         labels += [f"{far}|{near}"] * n
     rec.wrote(viz.save_table(rows, rec.out / "hybrids.png", row_titles=names,
                              title=f"§1.10 hybrid images, kernel {KERNEL_SIZE}, sigma {SIGMA:g} ({backbone.name})"))
+    if firsts[0][0].shape != rows[0][0].shape:                             # IF: the stage-I results, the deliverable
+        rec.wrote(viz.save_table(firsts, rec.out / "hybrids_stage1.png", row_titles=names,
+                                 title=f"§1.10 hybrid images, stage I ({firsts[0][0].shape[-1]} px)"))
     part_a.save_samples(rec, torch.cat(images), labels)
     if judged:
         part_a.measure(rec, "all pairs", torch.cat(both), "every pair read both ways")

@@ -215,7 +215,7 @@ class ToyBackbone:
     def test_images(self):
         return [("square", self.images["square"][None]), ("cross", self.images["cross"][None])]
 
-    def upsample(self, x, prompts):
+    def upsample(self, x, prompts, guide=None, noise_level=None):
         return x
 
 

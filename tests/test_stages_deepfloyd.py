@@ -92,7 +92,7 @@ def test_inpainting(run):
 def test_visual_anagrams(run):
     out = run("a1_8_visual_anagrams", "--prompt", "an oil painting of an old man",
               "an oil painting of people around a campfire").out
-    assert (out / "anagrams.png").is_file()
+    assert (out / "anagrams.png").is_file() and (out / "anagrams_stage1.png").is_file()   # 40 px and stage I's 20
     d = check_samples(out, 1, 40)
     assert d["prompts"][0] == "an oil painting of an old man|an oil painting of people around a campfire"
 
@@ -108,6 +108,9 @@ def test_anagram_figure_shows_the_view_of_the_upsampled_image(run, view, monkeyp
     shown, seen = torch.stack(tables[0][0]), torch.stack(tables[0][1])      # (1, 3, 40, 40) each, in [0, 1]
     expected = 1 - shown if view == "negate" else guidance.patch_permute(10).apply(shown)
     torch.testing.assert_close(seen, expected)
+    first, first_seen = torch.stack(tables[1][0]), torch.stack(tables[1][1])   # stage I's figure: (1, 3, 20, 20)
+    assert first.shape == (1, 3, 20, 20)
+    torch.testing.assert_close(first_seen, 1 - first if view == "negate" else guidance.patch_permute(5).apply(first))
 
 
 def test_hybrid_images(run, monkeypatch):
@@ -119,6 +122,9 @@ def test_hybrid_images(run, monkeypatch):
     near, far = torch.stack(tables[0][0]), torch.stack(tables[0][1])        # (1, 3, 40, 40) each
     # "seen from afar" is the sampling's low-pass (kernel 33, sigma 2 at stage I's 20 px) at stage II's 40 px
     torch.testing.assert_close(far, guidance.gaussian_blur(near, 65, 4.0))
+    near, far = torch.stack(tables[1][0]), torch.stack(tables[1][1])        # stage I's figure: (1, 3, 20, 20)
+    assert near.shape == (1, 3, 20, 20)
+    torch.testing.assert_close(far, guidance.gaussian_blur(near, 33, 2.0))
 
 
 def test_help_names_the_deepfloyd_options(capsys):
