@@ -11,11 +11,11 @@ cache (minidiff/prompts.py), so T5 XXL is loaded only for prompts it has never s
     eps_hat, v_hat = backbone.model_fn(x_t, 990, cond)           # stage I: output channels 0-2, 3-5
     x256 = backbone.upsample(x64, ["a rocket ship"])              # stage II, CFG gamma = 4
 
-Memory: at most one network is in memory at a time (with one_unet_at_a_time=True, the default). Stage I is
-loaded at construction; `upsample` frees it, loads stage II, samples, frees stage II, and the next `model_fn`
-reloads stage I (from the OS file cache: seconds). When a prompt must go through T5, the UNet is freed first.
-So IF-I-XL (4.3 B parameters, 8.6 GB in fp16) and IF-II-L (1.2 B, 2.5 GB) run on a 16 GB GPU, and T5 XXL
-(4.8 B, 9.5 GB in bf16) never shares it with a UNet. one_unet_at_a_time=False keeps both UNets once loaded.
+Memory (minidiff.memory): the backbone keeps what fits. Below that (IF-I-XL + IF-II-L on 16 GB or less) one
+network is in memory at a time: stage I is loaded at construction; `upsample` frees it, loads stage II, samples,
+frees stage II, and the next `model_fn` reloads stage I (from the OS file cache: seconds). On 24 GB and more
+both UNets stay; T5 XXL (4.8 B, 9.5 GB in bf16) joins them only where all three fit (40 GB and more), else the
+UNets are freed before a prompt goes through T5. one_unet_at_a_time=True / False forces either.
 
 Every shape is read from the downloaded config.json (IF-I-M/L/XL, IF-II-M/L): image_shape is stage I's
 `sample_size`, the upsampled size stage II's.
@@ -29,11 +29,12 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from . import data, guidance, hub
+from . import data, guidance, hub, memory
 from .prompts import REPORT_PROMPTS, PromptCacheError, encode_prompts, missing_prompts, text_encoder_of
 from .sampling import iterative_denoise, strided_timesteps
 from .schedule import NoiseSchedule
-from .unet_if import STAGE2_NOISE_LEVEL, IFUNet, stage2_condition, stage2_input
+from .t5 import T5Config, T5Encoder
+from .unet_if import STAGE2_NOISE_LEVEL, IFUNet, IFUNetConfig, stage2_condition, stage2_input
 
 STAGE1_SOURCE = "DeepFloyd/IF-I-XL-v1.0"
 STAGE2_SOURCE = "DeepFloyd/IF-II-L-v1.0"
@@ -75,7 +76,7 @@ class DeepFloydBackbone:
                  *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  revision: Optional[str] = None, stage2_revision: Optional[str] = None,
                  prompt_cache: str | os.PathLike | None = None, t5_dtype: torch.dtype = torch.bfloat16,
-                 one_unet_at_a_time: bool = True, text_encoder: str | os.PathLike | None = None):
+                 one_unet_at_a_time: bool | None = None, text_encoder: str | os.PathLike | None = None):
         self.source, self.stage2_source = str(source), str(stage2_source)
         self.revision, self.stage2_revision = revision, stage2_revision
         self.t5_source, self.t5_revision = ((str(text_encoder), None) if text_encoder is not None
@@ -83,13 +84,31 @@ class DeepFloydBackbone:
         self.device, self.dtype = torch.device(device), dtype
         self.prompt_cache = prompt_cache
         self.t5_dtype = t5_dtype
-        self.one_unet_at_a_time = one_unet_at_a_time
+        self.one_unet_at_a_time, self.t5_beside_unets = bool(one_unet_at_a_time), False
         self.schedule = NoiseSchedule.cosine(1000)               # IF's squaredcos_cap_v2, T = 1000 (DESIGN §5)
         self.timesteps = strided_timesteps(START, STRIDE)       # [990, 960, ..., 0]
         self._unets: dict[str, IFUNet] = {}                     # "I" / "II" -> the loaded UNet
         config = self.stage1().config                           # load now: fail early, read the shapes
         self.text_dim = config.encoder_hid_dim
         self.image_shape = (3, config.sample_size, config.sample_size)
+        self.memory_note = ""
+        if one_unet_at_a_time is None:                          # what fits on this device (minidiff.memory)
+            plan = self._memory_plan()
+            self.one_unet_at_a_time, self.t5_beside_unets = not plan.keep_unets, plan.t5_beside_unets
+            self.memory_note = plan.note
+
+    def _memory_plan(self) -> memory.MemoryPlan:
+        """The plan from the UNets' sizes in self.dtype (stage II's from its config.json) and T5 XXL's in t5_dtype
+        (float16 keeps its 1.0 B `wo` parameters in float32)."""
+        def size(module_class, config, dtype, fp32_suffix=None):
+            with torch.device("meta"):
+                params = list(module_class(config).named_parameters())
+            return sum(p.numel() * (4 if fp32_suffix and n.endswith(fp32_suffix) else dtype.itemsize)
+                       for n, p in params)
+        stage2 = hub.load_config(self.stage2_source, IFUNetConfig, "unet", self.stage2_revision)
+        unets = (size(IFUNet, self.stage1().config, self.dtype), size(IFUNet, stage2, self.dtype))
+        t5 = size(T5Encoder, T5Config(), self.t5_dtype, "wo.weight" if self.t5_dtype == torch.float16 else None)
+        return memory.memory_plan(memory.device_bytes(self.device), unets, t5)
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike = STAGE1_SOURCE,
@@ -107,7 +126,8 @@ class DeepFloydBackbone:
             prompt_cache: the prompt-embedding cache file (default: minidiff.prompts.default_cache_path()).
             t5_dtype: what T5 runs in for uncached prompts, on `device`: bfloat16, float32, or float16 for GPUs
                 without bf16 (its feed-forward output projections stay float32: hub.load_text_encoder).
-            one_unet_at_a_time: free each network before loading the next (see the module docstring).
+            one_unet_at_a_time: free each network before loading the next (True), keep both UNets (False), or
+                None: what fits on the device (minidiff.memory.memory_plan; `memory_note` says what it chose).
         Raises:
             hub.LoadError (one line, with the fix): gated repo, not logged in, offline and not cached, bad folder.
         """
@@ -165,9 +185,9 @@ class DeepFloydBackbone:
         if isinstance(prompts, str):
             raise TypeError("embed expects a list of prompts, got a single string")
         prompts = list(prompts)
-        if self._unets and self.one_unet_at_a_time and missing_prompts(
+        if self._unets and not self.t5_beside_unets and missing_prompts(
                 prompts, self.t5_source, self.t5_revision, self.prompt_cache):
-            self.release()                                                        # never T5 and a UNet together
+            self.release()                                       # T5 beside a UNet only where both fit
         cond = encode_prompts(prompts, self.t5_source, revision=self.t5_revision, cache_path=self.prompt_cache,
                               dtype=self.t5_dtype, device=self.device)      # (N, 77, d_text) on the CPU
         if cond.shape[-1] != self.text_dim:
@@ -222,7 +242,8 @@ class DeepFloydBackbone:
         if len(prompts) != B:
             raise ValueError(f"upsample needs one prompt per image: got {len(prompts)} prompts for {B} images")
         if guide is None:
-            cond, uncond = self.embed(prompts), self.embed([""])
+            embeds = self.embed([*prompts, ""])                  # one T5 load for whatever is not cached
+            cond, uncond = embeds[:B], embeds[B:]
         unet = self.stage2()
         S, w = unet.config.sample_size, unet.conv_in.weight.dtype
         # The draws in IFSuperResolutionPipeline's order (the course notebook passes one generator through both

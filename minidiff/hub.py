@@ -263,6 +263,11 @@ def _load(build: Callable[[], nn.Module], paths: list[Path], dtype: torch.dtype,
 # The public loaders
 
 
+def load_config(source: str | os.PathLike, config_class, subfolder: str, revision: str | None = None):
+    """Only a model's config.json (IFUNetConfig or T5Config), type-checked: no weights are read."""
+    return _Source(source, revision).config(subfolder, config_class)
+
+
 def load_unet(source: str | os.PathLike, subfolder: str = "unet", variant: str | None = "fp16",
               dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
               revision: str | None = None) -> IFUNet:

@@ -41,6 +41,7 @@ def main(argv=None):
     dev = common.device(args.device)
     backbone = part_a.load_deepfloyd(args, dev)   # also for auto: there is nothing to fall back to
     rec = common.record(args, "a0_sampling")
+    rec.notes.append(backbone.memory_note)
     prompts = list(args.prompt or PROMPTS)
     settings = args.steps or (NUM_INFERENCE_STEPS[:1] if args.quick else NUM_INFERENCE_STEPS)
     finals, firsts, steps = [], [], []

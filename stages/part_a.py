@@ -88,18 +88,21 @@ def parser(doc: str, image: str | int | None = "+", prompt: str | int | None = "
 
 
 def load_backbone(args: argparse.Namespace, dev: torch.device):
-    """(the backbone named by --backbone, on `dev`; notes saying which one auto chose and why)."""
+    """(the backbone named by --backbone, on `dev`; notes saying which one auto chose and why, and DeepFloyd's
+    memory plan)."""
     name, notes = args.backbone, []
     if name == "auto":
         name, why = auto_backbone(args.model, args.stage2, [*prompts.REPORT_PROMPTS, *(args.prompt or [])])
         if name == "deepfloyd":
             try:
-                return load_deepfloyd(args, dev), notes
+                backbone = load_deepfloyd(args, dev)
+                return backbone, [backbone.memory_note]
             except hub.LoadError as e:
                 name, why = "mnist", f"DeepFloyd IF not available: {e}"
         notes.append(f"backbone: {name} ({why})")
         args.backbone = name
-    return BACKBONES[name](args, dev), notes
+    backbone = BACKBONES[name](args, dev)
+    return backbone, notes + ([backbone.memory_note] if name == "deepfloyd" else [])
 
 
 def setup(doc: str, stage: str, argv=None, extra=None, image: str | int | None = "+",

@@ -83,6 +83,14 @@ def write_if_folders(root: Path) -> tuple[Path, Path]:
 
 
 
+@pytest.fixture(autouse=True)
+def small_device(monkeypatch):
+    """A made-up 1 MB device: minidiff.memory's plan loads one network at a time, as on a 16 GB GPU with IF-I-XL
+    (test_memory_plan... below set other sizes)."""
+    from minidiff import memory
+    monkeypatch.setattr(memory, "device_bytes", lambda device: 10**6)
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     return write_if_folders(tmp_path_factory.mktemp("deepfloyd"))
@@ -286,6 +294,41 @@ def test_both_unets_stay_when_asked(folders, cache, monkeypatch):
     bb.model_fn(x, 990, bb.embed(["a rocket ship"]))
     bb.upsample(x, ["a rocket ship"], num_inference_steps=2)
     assert loads == ["IF-I", "IF-II"]
+
+
+def test_a_large_device_keeps_both_unets_and_t5(folders, cache, monkeypatch):
+    """On a made-up device with room for everything the plan keeps both UNets, and T5 is loaded beside them."""
+    from minidiff import memory
+    monkeypatch.setattr(memory, "device_bytes", lambda device: 10**12)
+    one, two = folders
+    loads = []
+    monkeypatch.setattr(hub, "load_unet", lambda *a, **k: loads.append("UNet") or real_unet(*a, **k))
+    monkeypatch.setattr(hub, "load_text_encoder", lambda *a, **k: loads.append(f"T5 beside {len(kept)}") or
+                        real_t5(*a, **k))
+    bb = deepfloyd.DeepFloydBackbone.from_pretrained(one, two, t5_dtype=torch.float32)
+    kept = bb._unets
+    x = torch.randn(1, 3, 20, 20)
+    bb.upsample(x, ["a rocket ship"], num_inference_steps=2)                        # T5 for two new prompts
+    bb.model_fn(x, 990, bb.embed(["a pencil"]))
+    assert loads == ["UNet", "T5 beside 1", "UNet", "T5 beside 2"] and set(bb._unets) == {"I", "II"}
+    assert bb.memory_note.startswith("memory plan: keeps both UNets and T5 on the device")
+
+
+real_unet, real_t5 = hub.load_unet, hub.load_text_encoder
+
+
+@pytest.mark.parametrize("gb, keep, beside, words", [
+    (12, False, False, "loads one network at a time"), (16, False, False, "loads one network at a time"),
+    (24, True, False, "keeps both UNets on the device (11.1 GB of 24.0 GB); frees them before T5"),
+    (40, True, True, "keeps both UNets and T5"), (80, True, True, "keeps both UNets and T5")])
+def test_memory_plan_for_the_readme_table(gb, keep, beside, words):
+    """IF-I-XL + IF-II-L in fp16 (8.6 + 2.5 GB) and T5 XXL in bf16 (9.5 GB), the README's table."""
+    from minidiff import memory
+    plan = memory.memory_plan(gb * 10**9, (8.6e9, 2.5e9), 9.5e9)
+    assert (plan.keep_unets, plan.t5_beside_unets) == (keep, beside) and words in plan.note and "\n" not in plan.note
+    assert ("may not fit" in plan.note) == (gb < 11)                          # T5 alone needs 9.5 / 0.9 GB
+    tiny = memory.memory_plan(8 * 10**9, (0.8e9, 0.9e9), 9.5e9)              # IF-I-M + IF-II-M on 8 GB
+    assert tiny.keep_unets and not tiny.t5_beside_unets and "may not fit" in tiny.note
 
 
 # --- prompts ------------------------------------------------------------------------------------------------
