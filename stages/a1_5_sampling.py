@@ -1,7 +1,8 @@
 """Report 5A §1.5, diffusion model sampling: NUM_SAMPLES images from pure noise with the strided loop
 (i_start = 0), no guidance. The report's prompt is "a high quality photo"; MNIST samples unconditionally ("").
 
-Outputs in outputs/a1_5_sampling/: samples.png (one row) and samples.pt.
+Outputs in outputs/a1_5_sampling/: samples.png (one row; DeepFloyd: the 64 px stage-I row above the 256 px one: stage
+II's own CFG sharpens every upsample, so the contrast with §1.6 is in the 64 px row) and samples.pt.
 """
 import common
 import part_a
@@ -19,10 +20,11 @@ def main(argv=None):
     x = iterative_denoise(part_a.eps_fn_for(backbone, prompt), backbone.schedule, x, backbone.timesteps,
                           generator=gen, progress=True)
     images = backbone.to_unit(backbone.upsample(x, [prompt] * NUM_SAMPLES))
-    rec.wrote(viz.save_table([list(images)], rec.out / "samples.png",
+    rows, row_titles, extra = part_a.stage_rows(backbone, x, images)          # IF: 64 px above 256 px
+    rec.wrote(viz.save_table(rows, rec.out / "samples.png", row_titles=row_titles,
                              col_titles=[f"sample {i + 1}" for i in range(NUM_SAMPLES)],
                              title=f"§1.5 samples, {part_a.title(prompt)}, no CFG ({backbone.name})"))
-    part_a.save_samples(rec, images, [prompt] * NUM_SAMPLES)
+    part_a.save_samples(rec, images, [prompt] * NUM_SAMPLES, **extra)
     return rec
 
 

@@ -3,7 +3,8 @@
     eps_hat = eps_u + gamma (eps_c - eps_u),   gamma = 7,   eps_u from the empty prompt ""
 
 Samples from pure noise, one per prompt: the report's 5 x "a high quality photo"; MNIST one of each digit.
-Outputs in outputs/a1_6_cfg/: samples.png and samples.pt (labels = the digits with MNIST). With digits, the class
+Outputs in outputs/a1_6_cfg/: samples.png (DeepFloyd: the 64 px stage-I row above the 256 px one) and samples.pt
+(labels = the digits with MNIST). With digits, the class
 accuracy and the Fréchet distance against gamma (MEASURED samples of each digit from other seeds, minidiff.evaluate
 with the Part B judges): more guidance draws the asked digit more often, and the same few ways (metrics.json).
 """
@@ -26,9 +27,10 @@ def main(argv=None):
     x = iterative_denoise(part_a.eps_fn_for(backbone, prompts, GAMMA), backbone.schedule, x, backbone.timesteps,
                           generator=gen, progress=True)
     images = backbone.to_unit(backbone.upsample(x, prompts))
-    rec.wrote(viz.save_table([list(images)], rec.out / "samples.png", col_titles=[part_a.title(p) for p in prompts],
-                             title=f"§1.6 CFG, gamma = {GAMMA:g} ({backbone.name})"))
-    part_a.save_samples(rec, images, prompts)
+    rows, row_titles, extra = part_a.stage_rows(backbone, x, images)          # IF: 64 px above 256 px
+    rec.wrote(viz.save_table(rows, rec.out / "samples.png", col_titles=[part_a.title(p) for p in prompts],
+                             row_titles=row_titles, title=f"§1.6 CFG, gamma = {GAMMA:g} ({backbone.name})"))
+    part_a.save_samples(rec, images, prompts, **extra)
     judged = part_a.judges(backbone, dev, rec)
     if judged is not None:                                     # accuracy vs gamma, on fresh seeds
         digits = torch.arange(10).repeat(part_a.MEASURED)

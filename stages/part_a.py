@@ -181,6 +181,16 @@ def noise(backbone, n: int, dev: torch.device, gen: torch.Generator) -> torch.Te
     return torch.randn((n, *backbone.image_shape), generator=gen, device=dev)
 
 
+def stage_rows(backbone, first: torch.Tensor, final: torch.Tensor) -> tuple[list[list], Optional[list[str]], dict]:
+    """(the figure's rows, their titles, samples.pt's extra): the final images in [0, 1], and above them the
+    stage-I ones when stage II changed the size (IF: the 64 px results, the report's deliverable, and the 256 px)."""
+    first = backbone.to_unit(first)
+    if first.shape[-1] == final.shape[-1]:
+        return [list(final)], None, {}
+    return ([list(first), list(final)], [f"stage I, {first.shape[-1]} px", f"stage II, {final.shape[-1]} px"],
+            {"stage1": first.float().cpu()})
+
+
 def label_of(prompt: str) -> int:
     """A digit prompt's class for samples.pt; -1 for anything else."""
     return int(prompt) if len(prompt.strip()) == 1 and prompt.strip() in "0123456789" else -1

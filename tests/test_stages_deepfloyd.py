@@ -238,3 +238,18 @@ def test_part0_equals_the_diffusers_pipelines_for_one_generator(run, env, tmp_pa
         assert (ours - theirs).abs().mean() < 10 * rounding + 1e-6, ((ours - theirs).abs().mean(), rounding)
         assert (ours - theirs.flip(0)).abs().mean() > 20 * (ours - theirs).abs().mean()    # measured: 0.35 vs 2.6e-5,
                                                                                           # 0.44 vs 1.6e-3
+
+
+@pytest.mark.parametrize("stage", ["a1_5_sampling", "a1_6_cfg"])
+def test_sampling_figures_show_stage_i_above_stage_ii(run, stage, monkeypatch):
+    """§1.5 and §1.6 show the 64 px (here 20 px) stage-I samples above their 256 px (40 px) upsamples, and
+    samples.pt keeps both: stage II's own guidance would hide the §1.5 vs §1.6 contrast."""
+    from minidiff import viz
+    tables = []
+    monkeypatch.setattr(viz, "save_table", lambda rows, path, **kw: tables.append((rows, kw)) or path)
+    out = run(stage, *(["--prompt", "a pencil"] if stage == "a1_5_sampling" else ["--prompt", "a pencil", "a dog"])).out
+    (first, final), kw = tables[0]
+    assert first[0].shape == (3, 20, 20) and final[0].shape == (3, 40, 40)
+    assert kw["row_titles"] == ["stage I, 20 px", "stage II, 40 px"]
+    d = torch.load(out / "samples.pt")
+    torch.testing.assert_close(d["stage1"], torch.stack(first))
