@@ -1,6 +1,6 @@
 """Faults and bad inputs: a process killed while writing a checkpoint, a snapshot lost between two writes or a write
 that fails (a full disk), damaged checkpoints, hostile image files, and bit-for-bit reproducibility of sampling from a
-seed. (Bad command-line input, two trainers on one folder: tests/test_bad_inputs.py.)
+seed. (Bad command-line input, two trainers on one folder: tests/test_stages_bad_inputs.py.)
 
 (A corrupted prompt-embedding cache is covered by tests/test_prompts.py::test_corrupted_cache_is_detected.)
 """
