@@ -106,7 +106,8 @@ class DeepFloydBackbone:
             return sum(p.numel() * (4 if fp32_suffix and n.endswith(fp32_suffix) else dtype.itemsize)
                        for n, p in params)
         stage2 = hub.load_config(self.stage2_source, IFUNetConfig, "unet", self.stage2_revision)
-        unets = (size(IFUNet, self.stage1().config, self.dtype), size(IFUNet, stage2, self.dtype))
+        loaded = sum(p.numel() * p.element_size() for p in self.stage1().parameters())   # stage I is in memory
+        unets = (loaded, size(IFUNet, stage2, self.dtype))
         t5 = size(T5Encoder, T5Config(), self.t5_dtype, "wo.weight" if self.t5_dtype == torch.float16 else None)
         return memory.memory_plan(memory.device_bytes(self.device), unets, t5)
 
