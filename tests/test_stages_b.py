@@ -171,25 +171,28 @@ def tiny_run(tmp_path_factory):
     x, y = load_mnist()
     train(TrainConfig.class_conditioned(num_hiddens=8, epochs=1, batch_size=64), root / "model", x[:512], y[:512],
           progress=False)
-    (root / "out").mkdir()
     yield root
     torch.set_num_threads(threads)
 
 
-def test_stage_b2_6_writes_figure_metrics_and_samples(tiny_run):
+@pytest.mark.parametrize("quick", [False, True])
+def test_stage_b2_6_writes_figure_metrics_and_samples(tiny_run, quick):
     stage = importlib.import_module("b2_6_ddim_steps")
-    out = tiny_run / "out"
-    rec = stage.main(["--quick", "--per-digit", "1", "--device", "cpu", "--out", str(out),
-                      "--checkpoint", str(tiny_run / "model" / "checkpoint.pt")])
+    out = tiny_run / f"out{int(quick)}"
+    rec = stage.main(["--per-digit", "1", "--device", "cpu", "--out", str(out),
+                      "--checkpoint", str(tiny_run / "model" / "checkpoint.pt")] + (["--quick"] if quick else []))
     d = out / "b2_6_ddim_steps"
     assert sorted(p.name for p in d.iterdir()) == ["metrics.json", "samples.png", "samples.pt"]
     assert rec.files == [d / name for name in ("samples.png", "metrics.json", "samples.pt")]   # what it reports
     metrics = json.loads((d / "metrics.json").read_text())
-    assert list(metrics) == ["ddim_5", "ddim_10", "ddim_20", "ddim_50", "ddpm_300"] and rec.metrics == metrics
+    settings = ["ddim_5", "ddim_10", "ddim_20", "ddim_50"] + ([] if quick else ["ddpm_300"])   # b2_5 has DDPM 300
+    assert list(metrics) == settings and rec.metrics == metrics
+    assert any("leaves out DDPM 300" in n for n in rec.notes) == quick
     assert all(0.0 <= m["class_accuracy"] <= 1.0 and m["n"] == 10 for m in metrics.values())
     s = torch.load(d / "samples.pt", weights_only=True)
-    assert s["images"].shape == (50, 1, 28, 28) and 0 <= s["images"].min() and s["images"].max() <= 1
-    assert s["labels"].tolist() == list(range(10)) * 5 and len(s["settings"]) == 5
+    n = len(settings)
+    assert s["images"].shape == (10 * n, 1, 28, 28) and 0 <= s["images"].min() and s["images"].max() <= 1
+    assert s["labels"].tolist() == list(range(10)) * n and len(s["settings"]) == n
 
 
 def test_a_stage_run_on_two_backbones_is_one_section_side_by_side():

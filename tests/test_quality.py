@@ -1,0 +1,56 @@
+"""tools/quality.py on tiny runs: each row's figures are the judges' own, a rerun reuses the cached trainings, and
+the curve's figure is drawn. (The real runs take half an hour; the README quotes them.)"""
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+
+
+def tiny(monkeypatch):
+    import quality
+    monkeypatch.setattr(quality, "PER_DIGIT", 2)
+    monkeypatch.setattr(quality, "IMAGES", 256)
+    monkeypatch.setattr(quality, "CURVE", ((1, 128), (2, 256)))
+    monkeypatch.setattr(quality, "LEVERS", {"base": {}, "no EMA": {"ema": 0.0}, "half the digits": {"images": 128}})
+    quick = {k: dataclasses.replace(cfg, num_hiddens=2, batch_size=64) for k, cfg in quality.part_b.QUICK.items()}
+    monkeypatch.setattr(quality.part_b, "QUICK", quick)
+    monkeypatch.setattr(quality.part_b, "QUICK_FLOW_STEPS", 3)
+    return quality
+
+
+def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, monkeypatch):
+    quality = tiny(monkeypatch)
+    rows = quality.main(["all", "--out", str(tmp_path / "runs"), "--json", str(tmp_path / "q.json"),
+                         "--plot", str(tmp_path / "q.png")])
+    curve = [r for r in rows if r["bench"] == "curve"]
+    levers = [r for r in rows if r["bench"] == "lever"]
+    assert [(r["model"], r["epochs"], r["gamma"]) for r in curve] == [
+        (m, e, g) for m in ("class", "flow_class") for e in (0.5, 2) for g in quality.CURVE_GAMMAS]
+    assert [r["lever"] for r in levers] == ["base", "no EMA", "half the digits"]
+    for r in rows:
+        assert r["n"] == 20 and 0 <= r["class_accuracy"] <= 1 and 0 <= r["mlp_accuracy"] <= 1
+        assert r["frechet_over_floor"] == r["frechet"] / r["floor"] and r["train_minutes"] > 0
+    assert levers[0]["images_per_s"] > 0
+    assert json.loads((tmp_path / "q.json").read_text()) == json.loads(json.dumps(rows))
+    assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same model and noise give the same samples: the judges' figures of a rerun are equal
+    checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
+    assert len(checkpoints) == 4 + 2         # the "base" lever is the curve's class model at 2 epochs on 256
+    again = quality.main(["all", "--out", str(tmp_path / "runs")])
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints           # nothing retrained
+    assert again == rows
+
+
+def test_each_lever_changes_only_what_it_names(tmp_path, monkeypatch):
+    quality = tiny(monkeypatch)
+    seen = []
+    monkeypatch.setattr(quality, "point", lambda cfg, n, *args: seen.append((cfg, n)) or {})
+    quality.levers(tmp_path, None, 0, torch.device("cpu"))
+    base = dataclasses.replace(quality.part_b.QUICK["class"], seed=0, snapshot_epochs=(),
+                               bf16=quality.part_b.native_bf16(torch.device("cpu")))
+    assert seen == [(base, 256), (dataclasses.replace(base, ema=0.0), 256), (base, 128)]

@@ -1,0 +1,178 @@
+"""Quality per CPU minute: `python tools/quality.py [curve|levers|all] [--out DIR] [--json FILE] [--plot FILE]`.
+
+Off the learning path, like tools/bench.py: it measures what the README's quick-profile tables and its "quality vs
+CPU minutes" figure report. Every model is trained from scratch on all 60,000 digits with minidiff.train.train, and
+timed; then 200 digits (20 of each) are sampled with CFG from one fixed noise and judged by minidiff.evaluate: the
+CNN's class accuracy, the MLP's beside it, and the Fréchet distance over its real-data floor at 200 samples.
+
+- curve: the quick profile's class-conditioned DDPM and flow models (stages/part_b.py QUICK) trained for half an
+  epoch (one epoch of 30,000 digits), one and two epochs (separate runs: the learning rate decays over each run's
+  own epochs, as `--epochs E` would), sampled at gamma = 3 and 5 (DDPM: the report's 300 steps; flow: Euler 50, the
+  quick profile's). Plotted with --plot.
+- levers: the quick class DDPM model with one setting changed at a time, sampled at gamma = 5.
+
+Runs are cached in --out (default outputs/quality/): a rerun reuses finished trainings, their timings and their
+judged samples, so an interrupted run loses at most the training in progress. The numbers depend on the machine; the README names its.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "stages")]      # run from a checkout without installing; the profiles
+
+import part_b  # noqa: E402  (stages/part_b.py: the QUICK profile, the one source of its settings)
+from minidiff import ddpm, evaluate, flow  # noqa: E402
+from minidiff.data import load_mnist  # noqa: E402
+from minidiff.train import CHECKPOINT, load_model, train  # noqa: E402
+
+PER_DIGIT = 20                      # 200 samples a point, as the demo's metrics
+IMAGES = 60_000                     # every training digit, as the quick profile
+CURVE = ((1, 30_000), (1, 60_000), (2, 60_000))   # (epochs, training digits): half an epoch, one, two
+CURVE_GAMMAS = (3.0, 5.0)
+LEVERS = {                          # name -> changes to the quick class DDPM model's TrainConfig ("images": digits)
+    "2 epochs (D = 16, batch 64, Adam 1e-2 decayed, EMA 0.999)": {},
+    "D = 8, 2 epochs": {"num_hiddens": 8},
+    "batch 128 (the report's), 2 epochs": {"batch_size": 128},
+    "1 epoch": {"epochs": 1},
+    "1 epoch, no EMA": {"epochs": 1, "ema": 0.0},
+    "1 epoch, Adam 1e-3 (the report's rate)": {"epochs": 1, "lr": 1e-3},
+}
+
+
+def point(cfg, n_images: int, gamma: float, out: Path, judges: evaluate.Judges, seed: int,
+          device: torch.device) -> dict:
+    """Train (or reuse) the run of `cfg` on the first `n_images` digits, sample it at `gamma` (or reuse that) and
+    return {"train_minutes", "images_per_s", and judged_samples' figures}. A run's folder is named by a hash of
+    cfg and n_images, so the curve and the levers share equal runs."""
+    key = hashlib.sha1(json.dumps([dataclasses.asdict(cfg), n_images], sort_keys=True).encode()).hexdigest()[:12]
+    folder = out / f"{cfg.objective}_{cfg.kind}_{key}"
+    timing, result = folder / "timing.json", folder / f"gamma{gamma:g}_seed{seed}.json"
+    if not (timing.is_file() and (folder / CHECKPOINT).is_file()):
+        images, labels = load_mnist(train=True)
+        start = time.perf_counter()
+        train(cfg, folder, images[:n_images], labels[:n_images], device=device)
+        minutes = (time.perf_counter() - start) / 60
+        seen = cfg.epochs * (n_images // cfg.batch_size) * cfg.batch_size
+        timing.write_text(json.dumps({"train_minutes": minutes, "images_per_s": seen / (60 * minutes)}))
+    if not result.is_file():
+        model = load_model(folder / CHECKPOINT, device)
+        result.write_text(json.dumps(judged_samples(model, cfg.objective, gamma, judges, seed, device)))
+    return {**json.loads(timing.read_text()), **json.loads(result.read_text())}
+
+
+def judged_samples(model, objective: str, gamma: float, judges: evaluate.Judges, seed: int,
+                   device: torch.device) -> dict:
+    """200 CFG samples (20 of each digit) from the noise of `seed`, and what the judges say of them."""
+    digits = torch.arange(10, device=device).repeat(PER_DIGIT)                 # (200,)
+    g = torch.Generator(device=device).manual_seed(seed)
+    noise = torch.randn((len(digits), 1, 28, 28), generator=g, device=device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        if objective == "ddpm":          # the report's sampler: all 300 steps, noise from the next seed
+            images = ddpm.sample(model, noise, digits, gamma, torch.Generator(device=device).manual_seed(seed + 1))
+        else:                            # the quick profile's Euler steps
+            images = flow.sample(model, noise, digits, gamma, num_steps=part_b.QUICK_FLOW_STEPS)
+    m = evaluate.evaluate_samples(judges, images, digits)
+    return {"gamma": gamma, "sampling_s": time.perf_counter() - start, "n": m.n,
+            "class_accuracy": m.class_accuracy, "mlp_accuracy": m.second_accuracy,
+            "frechet": m.frechet, "floor": m.frechet_real_floor, "frechet_over_floor": m.frechet / m.frechet_real_floor}
+
+
+def curve(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
+    rows = []
+    for model_name in ("class", "flow_class"):
+        for epochs, n_images in CURVE:
+            cfg = dataclasses.replace(part_b.QUICK[model_name], epochs=epochs, seed=seed,
+                                      bf16=part_b.native_bf16(device), snapshot_epochs=())
+            n_images = min(n_images, IMAGES)
+            for gamma in CURVE_GAMMAS:
+                row = {"bench": "curve", "model": model_name, "epochs": epochs * n_images / IMAGES,
+                       **point(cfg, n_images, gamma, out, judges, seed, device)}
+                print(row, flush=True)
+                rows.append(row)
+    return rows
+
+
+def levers(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
+    rows = []
+    base = dataclasses.replace(part_b.QUICK["class"], seed=seed, bf16=part_b.native_bf16(device), snapshot_epochs=())
+    for lever, changes in LEVERS.items():
+        changes = dict(changes)
+        n_images = changes.pop("images", IMAGES)
+        cfg = dataclasses.replace(base, **changes)
+        row = {"bench": "lever", "lever": lever, **point(cfg, n_images, ddpm.GAMMA, out, judges, seed, device)}
+        print(row, flush=True)
+        rows.append(row)
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """Class accuracy and Fréchet / floor against training minutes, one line per model and gamma."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax_acc, ax_fd) = plt.subplots(1, 2, figsize=(10, 4))
+    for model_name, label in (("class", "DDPM"), ("flow_class", "flow matching")):
+        for gamma, style in zip(CURVE_GAMMAS, (":", "-")):
+            pts = sorted((r for r in rows if r["bench"] == "curve" and r["model"] == model_name
+                          and r["gamma"] == gamma), key=lambda r: r["train_minutes"])
+            minutes = [r["train_minutes"] for r in pts]
+            kw = dict(ls=style, marker="o", color="C0" if model_name == "class" else "C1", label=f"{label}, γ = {gamma:g}")
+            ax_acc.plot(minutes, [100 * r["class_accuracy"] for r in pts], **kw)
+            ax_fd.plot(minutes, [r["frechet_over_floor"] for r in pts], **kw)
+            for r in pts:
+                ax_fd.annotate(f"{r['epochs']:g}", (r["train_minutes"], r["frechet_over_floor"]), fontsize=7,
+                               xytext=(3, 3), textcoords="offset points")
+    ax_acc.axhline(98, color="gray", lw=0.8)
+    ax_fd.axhline(2, color="gray", lw=0.8)
+    ax_acc.set(xlabel="training minutes (this machine)", ylabel="class accuracy (%)",
+               title="asked digit drawn (CNN judge, 200 samples)")
+    ax_fd.set(xlabel="training minutes (this machine)", ylabel="Fréchet distance / real-data floor",
+              title="distance to real digits (labels: epochs)")
+    ax_acc.legend(fontsize=8)
+    fig.suptitle("Quick profile (D = 16): quality vs CPU minutes of training")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+BENCHES = {"curve": curve, "levers": levers}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", nargs="?", default="all", choices=[*BENCHES, "all"])
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "quality", help="where the runs are cached")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--plot", type=Path, help="draw the curve's figure into this PNG")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    device = torch.device("cpu")
+    torch.manual_seed(args.seed)
+    judges = evaluate.judges(device=device)
+    print(judges)
+    rows = []
+    for name in (list(BENCHES) if args.which == "all" else [args.which]):
+        rows += BENCHES[name](args.out, judges, args.seed, device)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+        print(f"wrote {args.json}")
+    if args.plot and any(r["bench"] == "curve" for r in rows):
+        print(f"wrote {plot(rows, args.plot)}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
