@@ -16,7 +16,7 @@ def tiny(monkeypatch):
     monkeypatch.setattr(quality, "PER_DIGIT", 2)
     monkeypatch.setattr(quality, "IMAGES", 256)
     monkeypatch.setattr(quality, "CURVE", ((1, 128), (2, 256)))
-    monkeypatch.setattr(quality, "LEVERS", {"base": {}, "no EMA": {"ema": 0.0}, "half the digits": {"images": 128}})
+    monkeypatch.setattr(quality, "LEVERS", {"base": {}, "no EMA": {"ema": 0.0}})
     quick = {k: dataclasses.replace(cfg, num_hiddens=2, batch_size=64) for k, cfg in quality.part_b.QUICK.items()}
     monkeypatch.setattr(quality.part_b, "QUICK", quick)
     monkeypatch.setattr(quality.part_b, "QUICK_FLOW_STEPS", 3)
@@ -31,7 +31,7 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     levers = [r for r in rows if r["bench"] == "lever"]
     assert [(r["model"], r["epochs"], r["gamma"]) for r in curve] == [
         (m, e, g) for m in ("class", "flow_class") for e in (0.5, 2) for g in quality.CURVE_GAMMAS]
-    assert [r["lever"] for r in levers] == ["base", "no EMA", "half the digits"]
+    assert [r["lever"] for r in levers] == ["base", "no EMA"]
     for r in rows:
         assert r["n"] == 20 and 0 <= r["class_accuracy"] <= 1 and 0 <= r["mlp_accuracy"] <= 1
         assert r["frechet_over_floor"] == r["frechet"] / r["floor"] and r["train_minutes"] > 0
@@ -40,7 +40,7 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same model and noise give the same samples: the judges' figures of a rerun are equal
     checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
-    assert len(checkpoints) == 4 + 2         # the "base" lever is the curve's class model at 2 epochs on 256
+    assert len(checkpoints) == 4 + 1         # the "base" lever is the curve's class model at 2 epochs on 256
     again = quality.main(["all", "--out", str(tmp_path / "runs")])
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints           # nothing retrained
     assert again == rows
@@ -53,4 +53,4 @@ def test_each_lever_changes_only_what_it_names(tmp_path, monkeypatch):
     quality.levers(tmp_path, None, 0, torch.device("cpu"))
     base = dataclasses.replace(quality.part_b.QUICK["class"], seed=0, snapshot_epochs=(),
                                bf16=quality.part_b.native_bf16(torch.device("cpu")))
-    assert seen == [(base, 256), (dataclasses.replace(base, ema=0.0), 256), (base, 128)]
+    assert seen == [(base, 256), (dataclasses.replace(base, ema=0.0), 256)]

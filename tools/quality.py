@@ -1,7 +1,7 @@
 """Quality per CPU minute: `python tools/quality.py [curve|levers|all] [--out DIR] [--json FILE] [--plot FILE]`.
 
 Off the learning path, like tools/bench.py: it measures what the README's quick-profile tables and its "quality vs
-CPU minutes" figure report. Every model is trained from scratch on all 60,000 digits with minidiff.train.train, and
+CPU minutes" figure report. Every model is trained from scratch with minidiff.train.train on this machine's CPU, and
 timed; then 200 digits (20 of each) are sampled with CFG from one fixed noise and judged by minidiff.evaluate: the
 CNN's class accuracy, the MLP's beside it, and the Fréchet distance over its real-data floor at 200 samples.
 
@@ -12,7 +12,8 @@ CNN's class accuracy, the MLP's beside it, and the Fréchet distance over its re
 - levers: the quick class DDPM model with one setting changed at a time, sampled at gamma = 5.
 
 Runs are cached in --out (default outputs/quality/): a rerun reuses finished trainings, their timings and their
-judged samples, so an interrupted run loses at most the training in progress. The numbers depend on the machine; the README names its.
+judged samples, so an interrupted run loses at most the training in progress. The numbers depend on the machine;
+the README names its.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ PER_DIGIT = 20                      # 200 samples a point, as the demo's metrics
 IMAGES = 60_000                     # every training digit, as the quick profile
 CURVE = ((1, 30_000), (1, 60_000), (2, 60_000))   # (epochs, training digits): half an epoch, one, two
 CURVE_GAMMAS = (3.0, 5.0)
-LEVERS = {                          # name -> changes to the quick class DDPM model's TrainConfig ("images": digits)
+LEVERS = {                          # name -> changes to the quick class DDPM model's TrainConfig
     "2 epochs (D = 16, batch 64, Adam 1e-2 decayed, EMA 0.999)": {},
     "D = 8, 2 epochs": {"num_hiddens": 8},
     "batch 128 (the report's), 2 epochs": {"batch_size": 128},
@@ -106,10 +107,8 @@ def levers(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) 
     rows = []
     base = dataclasses.replace(part_b.QUICK["class"], seed=seed, bf16=part_b.native_bf16(device), snapshot_epochs=())
     for lever, changes in LEVERS.items():
-        changes = dict(changes)
-        n_images = changes.pop("images", IMAGES)
         cfg = dataclasses.replace(base, **changes)
-        row = {"bench": "lever", "lever": lever, **point(cfg, n_images, ddpm.GAMMA, out, judges, seed, device)}
+        row = {"bench": "lever", "lever": lever, **point(cfg, IMAGES, ddpm.GAMMA, out, judges, seed, device)}
         print(row, flush=True)
         rows.append(row)
     return rows
@@ -126,7 +125,8 @@ def plot(rows: list[dict], path: Path) -> Path:
             pts = sorted((r for r in rows if r["bench"] == "curve" and r["model"] == model_name
                           and r["gamma"] == gamma), key=lambda r: r["train_minutes"])
             minutes = [r["train_minutes"] for r in pts]
-            kw = dict(ls=style, marker="o", color="C0" if model_name == "class" else "C1", label=f"{label}, γ = {gamma:g}")
+            kw = dict(ls=style, marker="o", color="C0" if model_name == "class" else "C1",
+                      label=f"{label}, γ = {gamma:g}")
             ax_acc.plot(minutes, [100 * r["class_accuracy"] for r in pts], **kw)
             ax_fd.plot(minutes, [r["frechet_over_floor"] for r in pts], **kw)
             for r in pts:
