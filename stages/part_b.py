@@ -4,7 +4,8 @@ and the sampling of every snapshot of a run.
 Part B comes in two versions on one UNet: the fall 2024 report's DDPM (stages b*) and the course's flow matching
 since 2025 (stages fm*; its Part 1 is the report's b1_2*, plus fm1_2_3). Profiles: the default is the report's (or
 the 2025 course's) hyperparameters, meant for a GPU, or a CPU given hours. `--quick` is a CPU profile (smaller D,
-fewer epochs, bf16 autocast where the hardware computes bf16) that trains every model in minutes on two cores.
+fewer epochs, bf16 autocast and the NHWC layout where the hardware computes bf16) that trains every model in minutes
+on two cores.
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                              "0.999, and sample with it (default: the profile's; 0 = none)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast on GPUs and AMX CPUs; --quick turns "
                                                        "it on where the hardware has it)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory layout (helps GPUs, mostly with --bf16)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory layout (helps with --bf16; --quick turns "
+                                                                "it on with bf16)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (a minute of compiling first)")
     return p
 
@@ -110,7 +112,8 @@ def run_training(args: argparse.Namespace, model: str, title: str) -> tuple[dict
     n = args.images or (QUICK_IMAGES[model] if args.quick else len(images))
     images, labels = images[:n], labels[:n]
     print(f"training the {model} UNet on {dev} with {len(images)} digits: {cfg}")
-    state = train(cfg, rec.out, images, labels, device=dev, channels_last=args.channels_last, compile=args.compile)
+    channels_last = args.channels_last or (args.quick and native_bf16(dev))   # with bf16: 7 % faster (README)
+    state = train(cfg, rec.out, images, labels, device=dev, channels_last=channels_last, compile=args.compile)
     if not distributed.is_main():                 # under torchrun, rank 0 alone reports and plots
         return state, rec
     weights = [path for _, path in training_run(rec.out / CHECKPOINT).weights]

@@ -17,6 +17,7 @@ def tiny(monkeypatch):
     monkeypatch.setattr(quality, "IMAGES", 256)
     monkeypatch.setattr(quality, "CURVE", ((1, 128), (2, 256)))
     monkeypatch.setattr(quality, "LEVERS", {"base": {}, "no EMA": {"ema": 0.0}})
+    monkeypatch.setattr(quality, "TIME_LEVERS", {"base": {}, "2 epochs": {"epochs": 2}})
     quick = {k: dataclasses.replace(cfg, num_hiddens=2, batch_size=64) for k, cfg in quality.part_b.QUICK.items()}
     monkeypatch.setattr(quality.part_b, "QUICK", quick)
     monkeypatch.setattr(quality.part_b, "QUICK_FLOW_STEPS", 3)
@@ -29,18 +30,25 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
                          "--plot", str(tmp_path / "q.png")])
     curve = [r for r in rows if r["bench"] == "curve"]
     levers = [r for r in rows if r["bench"] == "lever"]
+    time_only = [r for r in rows if r["bench"] == "time"]
     assert [(r["model"], r["epochs"], r["gamma"]) for r in curve] == [
         (m, e, g) for m in ("class", "flow_class") for e in (0.5, 2) for g in quality.CURVE_GAMMAS]
     assert [r["lever"] for r in levers] == ["base", "no EMA"]
-    for r in rows:
+    assert [(r["model"], r["lever"]) for r in time_only] == [
+        (m, lever) for m in ("time", "flow_time") for lever in ("base", "2 epochs")]
+    for r in curve + levers:
         assert r["n"] == 20 and 0 <= r["class_accuracy"] <= 1 and 0 <= r["mlp_accuracy"] <= 1
+    for r in time_only:                      # nothing asked for: no accuracy, the confidence in its best guess
+        assert r["n"] == 20 and r["gamma"] is r["class_accuracy"] is r["mlp_accuracy"] is None
+        assert 0.1 <= r["confidence"] <= 1
+    for r in rows:
         assert r["frechet_over_floor"] == r["frechet"] / r["floor"] and r["train_minutes"] > 0
     assert levers[0]["images_per_s"] > 0
     assert json.loads((tmp_path / "q.json").read_text()) == json.loads(json.dumps(rows))
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same model and noise give the same samples: the judges' figures of a rerun are equal
     checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
-    assert len(checkpoints) == 4 + 1         # the "base" lever is the curve's class model at 2 epochs on 256
+    assert len(checkpoints) == 4 + 1 + 4     # the "base" lever is the curve's class model at 2 epochs on 256
     again = quality.main(["all", "--out", str(tmp_path / "runs")])
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints           # nothing retrained
     assert again == rows

@@ -1,4 +1,4 @@
-"""Quality per CPU minute: `python tools/quality.py [curve|levers|all] [--out DIR] [--json FILE] [--plot FILE]`.
+"""Quality per CPU minute: `python tools/quality.py [curve|levers|time|all] [--out DIR] [--json FILE] [--plot FILE]`.
 
 Off the learning path, like tools/bench.py: it measures what the README's quick-profile tables and its "quality vs
 CPU minutes" figure report. Every model is trained from scratch with minidiff.train.train on this machine's CPU, and
@@ -10,6 +10,8 @@ CNN's class accuracy, the MLP's beside it, and the Fréchet distance over its re
   own epochs, as `--epochs E` would), sampled at gamma = 3 and 5 (DDPM: the report's 300 steps; flow: Euler 50, the
   quick profile's). Plotted with --plot.
 - levers: the quick class DDPM model with one setting changed at a time, sampled at gamma = 5.
+- time: the quick time-only DDPM and flow models (nothing to guide: the judges' confidence and the Fréchet
+  distance) as the profile trains them, for twice the epochs, and twice as wide.
 
 Runs are cached in --out (default outputs/quality/): a rerun reuses finished trainings, their timings and their
 judged samples, so an interrupted run loses at most the training in progress. The numbers depend on the machine;
@@ -48,19 +50,27 @@ LEVERS = {                          # name -> changes to the quick class DDPM mo
     "1 epoch, Adam 1e-3 (the report's rate)": {"epochs": 1, "lr": 1e-3},
 }
 
+TIME_LEVERS = {                     # name -> changes to the quick time-only models' TrainConfig (DDPM and flow)
+    "3 epochs (D = 16, batch 64, Adam 1e-2 decayed, EMA 0.999)": {},
+    "6 epochs": {"epochs": 6},
+    "D = 32, 3 epochs": {"num_hiddens": 32},
+}
 
-def point(cfg, n_images: int, gamma: float, out: Path, judges: evaluate.Judges, seed: int,
+
+def point(cfg, n_images: int, gamma: float | None, out: Path, judges: evaluate.Judges, seed: int,
           device: torch.device) -> dict:
-    """Train (or reuse) the run of `cfg` on the first `n_images` digits, sample it at `gamma` (or reuse that) and
-    return {"train_minutes", "images_per_s", and judged_samples' figures}. A run's folder is named by a hash of
+    """Train (or reuse) the run of `cfg` on the first `n_images` digits, sample it at `gamma` (None: a time-only
+    model, unguided) or reuse those samples, and return {"train_minutes", "images_per_s", and judged_samples' figures}. A run's folder is named by a hash of
     cfg and n_images, so the curve and the levers share equal runs."""
     key = hashlib.sha1(json.dumps([dataclasses.asdict(cfg), n_images], sort_keys=True).encode()).hexdigest()[:12]
     folder = out / f"{cfg.objective}_{cfg.kind}_{key}"
-    timing, result = folder / "timing.json", folder / f"gamma{gamma:g}_seed{seed}.json"
+    timing = folder / "timing.json"
+    result = folder / (f"gamma{gamma:g}_seed{seed}.json" if gamma is not None else f"unguided_seed{seed}.json")
     if not (timing.is_file() and (folder / CHECKPOINT).is_file()):
         images, labels = load_mnist(train=True)
         start = time.perf_counter()
-        train(cfg, folder, images[:n_images], labels[:n_images], device=device)
+        train(cfg, folder, images[:n_images], labels[:n_images], device=device,
+              channels_last=part_b.native_bf16(device))          # as the quick profile trains (stages/part_b.py)
         minutes = (time.perf_counter() - start) / 60
         seen = cfg.epochs * (n_images // cfg.batch_size) * cfg.batch_size
         timing.write_text(json.dumps({"train_minutes": minutes, "images_per_s": seen / (60 * minutes)}))
@@ -70,21 +80,23 @@ def point(cfg, n_images: int, gamma: float, out: Path, judges: evaluate.Judges, 
     return {**json.loads(timing.read_text()), **json.loads(result.read_text())}
 
 
-def judged_samples(model, objective: str, gamma: float, judges: evaluate.Judges, seed: int,
+def judged_samples(model, objective: str, gamma: float | None, judges: evaluate.Judges, seed: int,
                    device: torch.device) -> dict:
-    """200 CFG samples (20 of each digit) from the noise of `seed`, and what the judges say of them."""
-    digits = torch.arange(10, device=device).repeat(PER_DIGIT)                 # (200,)
+    """200 samples from the noise of `seed`, and what the judges say of them: CFG samples, 20 of each digit; with
+    gamma None (a time-only model) unguided ones, and no class accuracy."""
+    digits = torch.arange(10, device=device).repeat(PER_DIGIT) if gamma is not None else None      # (200,)
     g = torch.Generator(device=device).manual_seed(seed)
-    noise = torch.randn((len(digits), 1, 28, 28), generator=g, device=device)
+    noise = torch.randn((10 * PER_DIGIT, 1, 28, 28), generator=g, device=device)
     start = time.perf_counter()
     with torch.no_grad():
         if objective == "ddpm":          # the report's sampler: all 300 steps, noise from the next seed
             images = ddpm.sample(model, noise, digits, gamma, torch.Generator(device=device).manual_seed(seed + 1))
-        else:                            # the quick profile's Euler steps
-            images = flow.sample(model, noise, digits, gamma, num_steps=part_b.QUICK_FLOW_STEPS)
+        else:                            # Euler: the quick profile's steps (class), the course's 50 (time-only)
+            images = flow.sample(model, noise, digits, gamma,
+                                 num_steps=part_b.QUICK_FLOW_STEPS if digits is not None else None)
     m = evaluate.evaluate_samples(judges, images, digits)
     return {"gamma": gamma, "sampling_s": time.perf_counter() - start, "n": m.n,
-            "class_accuracy": m.class_accuracy, "mlp_accuracy": m.second_accuracy,
+            "class_accuracy": m.class_accuracy, "mlp_accuracy": m.second_accuracy, "confidence": m.mean_confidence,
             "frechet": m.frechet, "floor": m.frechet_real_floor, "frechet_over_floor": m.frechet / m.frechet_real_floor}
 
 
@@ -111,6 +123,19 @@ def levers(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) 
         row = {"bench": "lever", "lever": lever, **point(cfg, IMAGES, ddpm.GAMMA, out, judges, seed, device)}
         print(row, flush=True)
         rows.append(row)
+    return rows
+
+
+def time_models(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
+    rows = []
+    for model_name in ("time", "flow_time"):
+        base = dataclasses.replace(part_b.QUICK[model_name], seed=seed, bf16=part_b.native_bf16(device),
+                                   snapshot_epochs=())
+        for lever, changes in TIME_LEVERS.items():
+            row = {"bench": "time", "model": model_name, "lever": lever,
+                   **point(dataclasses.replace(base, **changes), IMAGES, None, out, judges, seed, device)}
+            print(row, flush=True)
+            rows.append(row)
     return rows
 
 
@@ -147,7 +172,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
-BENCHES = {"curve": curve, "levers": levers}
+BENCHES = {"curve": curve, "levers": levers, "time": time_models}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
