@@ -157,8 +157,8 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
         labels: (N,) int64.
         out_dir: where checkpoint.pt and the snapshots live; an existing checkpoint.pt is resumed.
         channels_last, compile: how to run, not what to compute (so not part of cfg): NHWC activations (faster
-            convolutions with bf16, on GPUs and on bf16 CPUs), and torch.compile of the model (a minute of compiling first; the
-            README's benchmarks say when either pays).
+            convolutions with bf16, on GPUs and on bf16 CPUs), and torch.compile of the model (a minute of
+            compiling first; the README's benchmarks say when either pays).
     Returns:
         {"model", "optimizer", "scheduler", "epoch", "losses" (list of per-step floats), "config", "rng",
         "num_images"}, and "ema" (the averaged weights) when cfg.ema is set.

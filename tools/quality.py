@@ -60,8 +60,8 @@ TIME_LEVERS = {                     # name -> changes to the quick time-only mod
 def point(cfg, n_images: int, gamma: float | None, out: Path, judges: evaluate.Judges, seed: int,
           device: torch.device) -> dict:
     """Train (or reuse) the run of `cfg` on the first `n_images` digits, sample it at `gamma` (None: a time-only
-    model, unguided) or reuse those samples, and return {"train_minutes", "images_per_s", and judged_samples' figures}. A run's folder is named by a hash of
-    cfg and n_images, so the curve and the levers share equal runs."""
+    model, unguided) or reuse those samples, and return {"train_minutes", "images_per_s", and judged_samples'
+    figures}. A run's folder is named by a hash of cfg and n_images, so the curve and the levers share equal runs."""
     key = hashlib.sha1(json.dumps([dataclasses.asdict(cfg), n_images], sort_keys=True).encode()).hexdigest()[:12]
     folder = out / f"{cfg.objective}_{cfg.kind}_{key}"
     timing = folder / "timing.json"
