@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .guidance import cfg, conditional
+from .guidance import cfg, conditional, limited
 from .mnist_unet import MNISTUNet
 from .sampling import StepFn, ddpm_timesteps, iterative_denoise, reverse_step
 from .schedule import NoiseSchedule
@@ -69,27 +69,35 @@ def estimator(model: MNISTUNet):
     return model_fn
 
 
-def guided_estimator(model: MNISTUNet, digits: Optional[torch.Tensor] = None, gamma: float = GAMMA):
+def guided_estimator(model: MNISTUNet, digits: Optional[torch.Tensor] = None, gamma: float = GAMMA,
+                     guide_below: float = 1.0):
     """The eps_fn that samples `digits` (N,): CFG [A.4] eps_u + gamma (eps_c - eps_u) against "no class", both
     branches in one batched forward (guidance.cfg). With digits None: the unconditional estimate (the only one a
-    time-only model has)."""
+    time-only model has). guide_below < 1: CFG only at the steps whose noise fraction t / T is at most guide_below,
+    the conditional estimate at the noisier ones (guidance.limited); 1, the report's, guides every step."""
     device = next(model.parameters()).device
     no_class = one_hot([-1], device=device)                              # (1, 10) zeros
     if digits is None:
         return conditional(estimator(model), no_class)
-    return cfg(estimator(model), one_hot(digits, device=device), no_class, gamma)
+    c = one_hot(digits, device=device)                                   # (N, 10)
+    guided = cfg(estimator(model), c, no_class, gamma)
+    if guide_below >= 1.0:
+        return guided
+    return limited(guided, conditional(estimator(model), c), lambda t: t / NUM_STEPS <= guide_below)
 
 
 @torch.no_grad()
 def sample(model: MNISTUNet, x_T: torch.Tensor, digits: Optional[torch.Tensor] = None, gamma: float = GAMMA,
            generator: Optional[torch.Generator] = None, timesteps: Optional[list[int]] = None,
-           step: StepFn = reverse_step, callback=None, progress: bool = False) -> torch.Tensor:
+           step: StepFn = reverse_step, callback=None, progress: bool = False, guide_below: float = 1.0
+           ) -> torch.Tensor:
     """Algorithm 2 of Ho et al. 2020 (report 5B §2.3), with CFG when digits are given (§2.4): from x_T through every
     t = T-1, ..., 0, x_{t-1} = [A.3](x_t, x0_hat) + sqrt(beta_t) z, with z = 0 at the last step.
 
     Args:
         x_T: (N, 1, 28, 28) standard normal noise (the caller draws it, so that samplers can share it).
-        digits: (N,) the digits asked for, or None (unconditional); gamma: the CFG scale.
+        digits: (N,) the digits asked for, or None (unconditional); gamma: the CFG scale; guide_below: CFG only
+            where t / T <= guide_below (guided_estimator).
         generator: seeds the loop's noise, on x_T's device.
         timesteps, step: the loop's schedule and update rule; default every timestep with reverse_step (DDPM), or
             e.g. spaced_timesteps(T, 10) with ddim_step.
@@ -97,7 +105,7 @@ def sample(model: MNISTUNet, x_T: torch.Tensor, digits: Optional[torch.Tensor] =
     Returns:
         (N, 1, 28, 28) in [0, 1]: clamped for display (the loop itself never clamps).
     """
-    x0 = iterative_denoise(guided_estimator(model, digits, gamma), SCHEDULE, x_T,
+    x0 = iterative_denoise(guided_estimator(model, digits, gamma, guide_below), SCHEDULE, x_T,
                            timesteps or ddpm_timesteps(NUM_STEPS), step=step, generator=generator,
                            callback=callback, progress=progress)
     return x0.clamp(0, 1)

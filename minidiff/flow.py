@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .ddpm import one_hot
-from .guidance import cfg, conditional
+from .guidance import cfg, conditional, limited
 from .mnist_unet import MNISTUNet
 from .sampling import euler_step, flow_times, heun, iterative_denoise
 from .schedule import FlowPath
@@ -65,34 +65,42 @@ def estimator(model: MNISTUNet):
     return model_fn
 
 
-def guided_estimator(model: MNISTUNet, digits: Optional[torch.Tensor] = None, gamma: float = GAMMA):
+def guided_estimator(model: MNISTUNet, digits: Optional[torch.Tensor] = None, gamma: float = GAMMA,
+                     guide_below: float = 1.0):
     """The velocity that samples `digits` (N,): CFG on the velocity, u = u_u + gamma (u_c - u_u) against "no class"
     (guidance.cfg: the combinators are linear in the estimate, so they serve velocities unchanged), both branches in
-    one batched forward. With digits None: the unconditional velocity (the only one a time-only model has)."""
+    one batched forward. With digits None: the unconditional velocity (the only one a time-only model has).
+    guide_below < 1: CFG only where the noise fraction 1 - t is at most guide_below (t = 0 is pure noise), the
+    conditional velocity before (guidance.limited); 1, the course's, guides every step."""
     device = next(model.parameters()).device
     no_class = one_hot([-1], device=device)                              # (1, 10) zeros
     if digits is None:
         return conditional(estimator(model), no_class)
-    return cfg(estimator(model), one_hot(digits, device=device), no_class, gamma)
+    c = one_hot(digits, device=device)                                   # (N, 10)
+    guided = cfg(estimator(model), c, no_class, gamma)
+    if guide_below >= 1.0:
+        return guided
+    return limited(guided, conditional(estimator(model), c), lambda t: 1.0 - t <= guide_below)
 
 
 @torch.no_grad()
 def sample(model: MNISTUNet, x0: torch.Tensor, digits: Optional[torch.Tensor] = None, gamma: float = GAMMA,
            num_steps: Optional[int] = None, second_order: bool = False, callback=None,
-           progress: bool = False) -> torch.Tensor:
+           progress: bool = False, guide_below: float = 1.0) -> torch.Tensor:
     """Integrate the learned velocity from the noise x0 at t = 0 to the digits at t = 1 (the course's sampler):
     Euler, x <- x + (1 / N) u_theta(x, t) for t = 0, 1/N, ..., (N-1)/N; or Heun (second_order, two model calls a
     step but the last). With digits, CFG on the velocity (gamma). No noise is drawn: the sample is a function of x0.
 
     Args:
         x0: (N, 1, 28, 28) standard normal noise (the caller draws it, so that samplers can share it).
-        digits: (N,) the digits asked for, or None (unconditional); gamma: the CFG scale.
+        digits: (N,) the digits asked for, or None (unconditional); gamma: the CFG scale; guide_below: CFG only
+            where 1 - t <= guide_below (guided_estimator).
         num_steps: N, default the course's (50 for the time-only model, 300 for the class model).
         callback, progress: as in sampling.iterative_denoise.
     Returns:
         (N, 1, 28, 28) in [0, 1]: clamped for display (the integration itself never clamps).
     """
-    u_fn = guided_estimator(model, digits, gamma)
+    u_fn = guided_estimator(model, digits, gamma, guide_below)
     n = num_steps or NUM_STEPS[model.config.kind]
     x1 = iterative_denoise(u_fn, PATH, x0, flow_times(1.0 / n), step=heun(u_fn) if second_order else euler_step,
                            callback=callback, progress=progress)

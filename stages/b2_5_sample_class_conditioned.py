@@ -21,8 +21,10 @@ def main(argv=None):
     rec = common.record(args, "b2_5_sample_class_conditioned")
 
     def draw(model, x_T, digits, generator, callback):                # Algorithm 2 with CFG, all T = 300 steps
-        return ddpm.sample(model, x_T, digits, args.gamma, generator, callback=callback, progress=True)
-    return part_b.sample_class_model(args, rec, "class", draw, ddpm.NUM_STEPS, f"class-conditioned, γ = {args.gamma}")
+        return ddpm.sample(model, x_T, digits, args.gamma, generator, callback=callback, progress=True,
+                           guide_below=args.guide_below)
+    return part_b.sample_class_model(args, rec, "class", draw, ddpm.NUM_STEPS,
+                                     f"class-conditioned, γ = {args.gamma}{part_b.interval_title(args)}")
 
 
 if __name__ == "__main__":

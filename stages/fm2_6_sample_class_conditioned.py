@@ -26,9 +26,10 @@ def main(argv=None):
     steps = part_b.flow_class_steps(args)
 
     def draw(model, x0, digits, generator, callback):                  # Euler with CFG, no noise drawn
-        return flow.sample(model, x0, digits, args.gamma, steps, callback=callback, progress=True)
+        return flow.sample(model, x0, digits, args.gamma, steps, callback=callback, progress=True,
+                           guide_below=args.guide_below)
     return part_b.sample_class_model(args, rec, "flow_class", draw, steps,
-                                     f"class-conditioned flow, γ = {args.gamma}")
+                                     f"class-conditioned flow, γ = {args.gamma}{part_b.interval_title(args)}")
 
 
 if __name__ == "__main__":

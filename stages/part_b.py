@@ -209,11 +209,19 @@ def add_sampling_args(p: argparse.ArgumentParser, train_stage: str, gamma: float
                                                        f"quick {10 * QUICK_EVAL_PER_DIGIT}); the figures show 40")
     else:
         p.add_argument("--gamma", type=common.real(0), default=gamma, help="classifier-free guidance scale")
+        p.add_argument("--guide-below", type=common.real(0, 1), default=1.0,
+                       help="guide only the steps whose noise fraction (DDPM t / T, flow 1 - t) is at most this, "
+                            "e.g. 0.6 (Kynkäänniemi et al. 2024; default 1: every step, as the courses)")
         p.add_argument("--per-digit", type=common.integer(1), help=f"samples per digit for the metrics (default {EVAL_PER_DIGIT}, "
                                                      f"quick {QUICK_EVAL_PER_DIGIT})")
     p.add_argument("--epoch", type=common.integer(1), help="sample only this snapshot (default: each; on a CPU the report "
                                              "profile's 1000 samples take over an hour a snapshot)")
     return p
+
+
+def interval_title(args: argparse.Namespace) -> str:
+    """', guided below noise 0.6' for a figure's title when --guide-below limits the guidance, else ''."""
+    return f", guided below noise {args.guide_below:g}" if args.guide_below < 1 else ""
 
 
 def snapshots_to_sample(args: argparse.Namespace, model: str, rec: common.Record) -> tuple[list, set]:

@@ -2,6 +2,7 @@
 independently here; the loss is Algorithm 1; one_hot's "no class"."""
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -32,13 +33,21 @@ def test_reverse_step_with_t_prev_t_minus_1_is_algorithm_2():
         assert torch.allclose(ours, algorithm2_step(s.betas, t, x_t, eps_hat, z), atol=1e-5), t
 
 
-def test_part_b_sampler_is_algorithm_2_with_cfg():
-    """ddpm.sample (the shared loop + CFG) against a hand-written Algorithm 2 loop with the same noise."""
+@pytest.mark.parametrize("guide_below", [1.0, 0.6])
+def test_part_b_sampler_is_algorithm_2_with_cfg(guide_below):
+    """ddpm.sample (the shared loop + CFG) against a hand-written Algorithm 2 loop with the same noise; with
+    guide_below = 0.6 the steps t > 0.6 T take the conditional estimate (Kynkaanniemi et al. 2024)."""
     torch.manual_seed(0)
     model = MNISTUNet(MNISTUNetConfig(num_hiddens=8, kind="class")).eval()
+    with torch.no_grad():                     # a class embedding that matters (at initialisation it barely does)
+        for p in [*model.c_emb1.parameters(), *model.c_emb2.parameters()]:
+            p.normal_(0, 2)
     digits, gamma = torch.tensor([3, 7]), 5.0
     g = torch.Generator().manual_seed(1)
-    ours = ddpm.sample(model, torch.randn(2, 1, 28, 28, generator=g), digits, gamma, g)
+    ours = ddpm.sample(model, torch.randn(2, 1, 28, 28, generator=g), digits, gamma, g, guide_below=guide_below)
+    if guide_below < 1:                       # the unguided steps make a difference
+        everywhere = ddpm.sample(model, torch.randn(2, 1, 28, 28, generator=g.manual_seed(1)), digits, gamma, g)
+        assert (ours - everywhere).abs().max() > 1e-3
 
     s = ddpm.SCHEDULE
     T = s.num_steps
@@ -49,7 +58,7 @@ def test_part_b_sampler_is_algorithm_2_with_cfg():
         for t in range(T - 1, -1, -1):
             tt = torch.full((2,), t / T)
             eps_c, eps_u = model(x, tt, c), model(x, tt, torch.zeros_like(c))
-            eps_hat = eps_u + gamma * (eps_c - eps_u)                 # Ho & Salimans 2022
+            eps_hat = eps_u + gamma * (eps_c - eps_u) if t <= guide_below * T else eps_c    # Ho & Salimans 2022
             z = torch.randn(x.shape, generator=g) if t > 0 else torch.zeros_like(x)
             x = algorithm2_step(s.betas, t, x.double(), eps_hat.double(), z.double()).float()
     assert torch.allclose(ours, x.clamp(0, 1), atol=1e-4)

@@ -134,7 +134,34 @@ def test_sample_is_euler_through_the_loop_and_deterministic(class_flow):
             x = x + (1 / 10) * (u_u + 5.0 * (u_c - u_u))
     torch.testing.assert_close(ours, x.clamp(0, 1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ours, flow.sample(class_flow, x0, digits, num_steps=10), rtol=0, atol=0)
+    torch.testing.assert_close(ours, flow.sample(class_flow, x0, digits, num_steps=10, guide_below=1.0), rtol=0,
+                               atol=0)
     assert flow.sample(class_flow, x0, digits, num_steps=5, second_order=True).shape == (2, 1, 28, 28)
+
+
+def test_guide_below_skips_cfg_while_the_noise_fraction_1_minus_t_is_above_it():
+    """guide_below = 0.6 with 10 Euler steps: t = 0, 0.1, 0.2, 0.3 (noise fraction 1 - t > 0.6) take the
+    conditional velocity, t = 0.4 ... 0.9 the guided one."""
+    torch.manual_seed(3)
+    model = MNISTUNet(MNISTUNetConfig(num_hiddens=8, kind="class")).eval()
+    with torch.no_grad():                     # a class embedding that matters (at initialisation it barely does)
+        for p in [*model.c_emb1.parameters(), *model.c_emb2.parameters()]:
+            p.normal_(0, 2)
+    x0, digits = torch.randn(2, 1, 28, 28), torch.tensor([2, 5])
+    c = flow.one_hot(digits)
+
+    @torch.no_grad()
+    def euler(first_guided: int) -> torch.Tensor:
+        x = x0.clone()
+        for k in range(10):
+            t = torch.full((2,), k / 10)
+            u_c, u_u = model(x, t, c), model(x, t, torch.zeros_like(c))
+            x = x + (1 / 10) * (u_u + 5.0 * (u_c - u_u) if k >= first_guided else u_c)
+        return x
+    limited, everywhere = euler(4), euler(0)
+    assert (limited - everywhere).abs().max() > 1e-4     # the 4 unguided steps matter, 10x the tolerance below
+    ours = flow.sample(model, x0, digits, num_steps=10, guide_below=0.6)
+    torch.testing.assert_close(ours, limited.clamp(0, 1), rtol=1e-5, atol=1e-5)
 
 
 def test_the_flow_time_only_unet_multiplies_its_time_embeddings():

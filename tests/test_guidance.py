@@ -54,6 +54,21 @@ def test_conditional_repeats_cond(conds):
     torch.testing.assert_close(eps, m(x, 3, conds[0].expand(B, -1))[0])
 
 
+def test_limited_guides_inside_the_interval_only(conds):
+    """Kynkaanniemi et al. 2024: the guided estimate at the steps inside, the plain one outside, one call a step."""
+    c, _, u = conds
+    m, x = ToyModel(), rand(B, C, H, W, seed=4)
+    guided, plain = G.cfg(m, c, u, 5.0), G.conditional(m, c)
+    eps_fn = G.limited(guided, plain, lambda t: t <= 600)
+    for t in (999, 601, 600, 0):
+        m.calls.clear()
+        eps, v = eps_fn(x, t)
+        want = (guided if t <= 600 else plain)(x, t)
+        torch.testing.assert_close(eps, want[0])
+        torch.testing.assert_close(v, want[1])
+        assert m.calls == [2 * B if t <= 600 else B, 2 * B if t <= 600 else B]     # ours, then the reference
+
+
 VIEWS = [G.identity(), G.patch_permute(8, seed=3)] + [G.view(name, H) for name in G.VIEWS]   # every --view too
 
 

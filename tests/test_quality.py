@@ -17,6 +17,7 @@ def tiny(monkeypatch):
     monkeypatch.setattr(quality, "IMAGES", 256)
     monkeypatch.setattr(quality, "CURVE", ((1, 128), (2, 256)))
     monkeypatch.setattr(quality, "LEVERS", {"base": {}, "no EMA": {"ema": 0.0}})
+    monkeypatch.setattr(quality, "GUIDE_BELOW", (1.0, 0.5))
     monkeypatch.setattr(quality, "TIME_LEVERS", {"base": {}, "2 epochs": {"epochs": 2}})
     quick = {k: dataclasses.replace(cfg, num_hiddens=2, batch_size=64) for k, cfg in quality.part_b.QUICK.items()}
     monkeypatch.setattr(quality.part_b, "QUICK", quick)
@@ -31,12 +32,18 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     curve = [r for r in rows if r["bench"] == "curve"]
     levers = [r for r in rows if r["bench"] == "lever"]
     time_only = [r for r in rows if r["bench"] == "time"]
+    limited = [r for r in rows if r["bench"] == "interval"]
     assert [(r["model"], r["epochs"], r["gamma"]) for r in curve] == [
         (m, e, g) for m in ("class", "flow_class") for e in (0.5, 2) for g in quality.CURVE_GAMMAS]
     assert [r["lever"] for r in levers] == ["base", "no EMA"]
     assert [(r["model"], r["lever"]) for r in time_only] == [
         (m, lever) for m in ("time", "flow_time") for lever in ("base", "2 epochs")]
-    for r in curve + levers:
+    assert [(r["model"], r["guide_below"]) for r in limited] == [
+        (m, g) for m in ("class", "flow_class") for g in (1.0, 0.5)]
+    for full, curve_row in zip(limited[::2], [r for r in curve if r["epochs"] == 2 and r["gamma"] == 5]):
+        same = [k for k in full if k != "bench"]          # the curve's model and samples, reused: no retraining
+        assert {k: full[k] for k in same} == {k: curve_row[k] for k in same}
+    for r in curve + levers + limited:
         assert r["n"] == 20 and 0 <= r["class_accuracy"] <= 1 and 0 <= r["mlp_accuracy"] <= 1
     for r in time_only:                      # nothing asked for: no accuracy, the confidence in its best guess
         assert r["n"] == 20 and r["gamma"] is r["class_accuracy"] is r["mlp_accuracy"] is None

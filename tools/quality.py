@@ -1,4 +1,4 @@
-"""Quality per CPU minute: `python tools/quality.py [curve|levers|time|all] [--out DIR] [--json FILE] [--plot FILE]`.
+"""Quality per CPU minute: `python tools/quality.py [curve|levers|interval|time|all] [--out DIR] [--json FILE] [--plot FILE]`.
 
 Off the learning path, like tools/bench.py: it measures what the README's quick-profile tables and its "quality vs
 CPU minutes" figure report. Every model is trained from scratch with minidiff.train.train on this machine's CPU, and
@@ -10,6 +10,8 @@ CNN's class accuracy, the MLP's beside it, and the Fréchet distance over its re
   own epochs, as `--epochs E` would), sampled at gamma = 3 and 5 (DDPM: the report's 300 steps; flow: Euler 50, the
   quick profile's). Plotted with --plot.
 - levers: the quick class DDPM model with one setting changed at a time, sampled at gamma = 5.
+- interval: the two-epoch class models of the curve at gamma = 5 guided at every step, and only below the noise
+  fractions 0.8 and 0.6 (guidance in a limited interval, Kynkaanniemi et al. 2024; `--guide-below`).
 - time: the quick time-only DDPM and flow models (nothing to guide: the judges' confidence and the Fréchet
   distance) as the profile trains them, for twice the epochs, and twice as wide.
 
@@ -50,6 +52,7 @@ LEVERS = {                          # name -> changes to the quick class DDPM mo
     "1 epoch, Adam 1e-3 (the report's rate)": {"epochs": 1, "lr": 1e-3},
 }
 
+GUIDE_BELOW = (1.0, 0.8, 0.6)        # the interval bench: CFG only where the noise fraction is at most this
 TIME_LEVERS = {                     # name -> changes to the quick time-only models' TrainConfig (DDPM and flow)
     "3 epochs (D = 16, batch 64, Adam 1e-2 decayed, EMA 0.999)": {},
     "6 epochs": {"epochs": 6},
@@ -58,14 +61,15 @@ TIME_LEVERS = {                     # name -> changes to the quick time-only mod
 
 
 def point(cfg, n_images: int, gamma: float | None, out: Path, judges: evaluate.Judges, seed: int,
-          device: torch.device) -> dict:
+          device: torch.device, guide_below: float = 1.0) -> dict:
     """Train (or reuse) the run of `cfg` on the first `n_images` digits, sample it at `gamma` (None: a time-only
     model, unguided) or reuse those samples, and return {"train_minutes", "images_per_s", and judged_samples'
     figures}. A run's folder is named by a hash of cfg and n_images, so the curve and the levers share equal runs."""
     key = hashlib.sha1(json.dumps([dataclasses.asdict(cfg), n_images], sort_keys=True).encode()).hexdigest()[:12]
     folder = out / f"{cfg.objective}_{cfg.kind}_{key}"
     timing = folder / "timing.json"
-    result = folder / (f"gamma{gamma:g}_seed{seed}.json" if gamma is not None else f"unguided_seed{seed}.json")
+    result = folder / (f"gamma{gamma:g}{f'_below{guide_below:g}' if guide_below < 1 else ''}_seed{seed}.json"
+                       if gamma is not None else f"unguided_seed{seed}.json")
     if not (timing.is_file() and (folder / CHECKPOINT).is_file()):
         images, labels = load_mnist(train=True)
         start = time.perf_counter()
@@ -76,12 +80,12 @@ def point(cfg, n_images: int, gamma: float | None, out: Path, judges: evaluate.J
         timing.write_text(json.dumps({"train_minutes": minutes, "images_per_s": seen / (60 * minutes)}))
     if not result.is_file():
         model = load_model(folder / CHECKPOINT, device)
-        result.write_text(json.dumps(judged_samples(model, cfg.objective, gamma, judges, seed, device)))
+        result.write_text(json.dumps(judged_samples(model, cfg.objective, gamma, judges, seed, device, guide_below)))
     return {**json.loads(timing.read_text()), **json.loads(result.read_text())}
 
 
 def judged_samples(model, objective: str, gamma: float | None, judges: evaluate.Judges, seed: int,
-                   device: torch.device) -> dict:
+                   device: torch.device, guide_below: float = 1.0) -> dict:
     """200 samples from the noise of `seed`, and what the judges say of them: CFG samples, 20 of each digit; with
     gamma None (a time-only model) unguided ones, and no class accuracy."""
     digits = torch.arange(10, device=device).repeat(PER_DIGIT) if gamma is not None else None      # (200,)
@@ -90,12 +94,14 @@ def judged_samples(model, objective: str, gamma: float | None, judges: evaluate.
     start = time.perf_counter()
     with torch.no_grad():
         if objective == "ddpm":          # the report's sampler: all 300 steps, noise from the next seed
-            images = ddpm.sample(model, noise, digits, gamma, torch.Generator(device=device).manual_seed(seed + 1))
+            images = ddpm.sample(model, noise, digits, gamma, torch.Generator(device=device).manual_seed(seed + 1),
+                                 guide_below=guide_below)
         else:                            # Euler: the quick profile's steps (class), the course's 50 (time-only)
             images = flow.sample(model, noise, digits, gamma,
-                                 num_steps=part_b.QUICK_FLOW_STEPS if digits is not None else None)
+                                 num_steps=part_b.QUICK_FLOW_STEPS if digits is not None else None,
+                                 guide_below=guide_below)
     m = evaluate.evaluate_samples(judges, images, digits)
-    return {"gamma": gamma, "sampling_s": time.perf_counter() - start, "n": m.n,
+    return {"gamma": gamma, "guide_below": guide_below, "sampling_s": time.perf_counter() - start, "n": m.n,
             "class_accuracy": m.class_accuracy, "mlp_accuracy": m.second_accuracy, "confidence": m.mean_confidence,
             "frechet": m.frechet, "floor": m.frechet_real_floor, "frechet_over_floor": m.frechet / m.frechet_real_floor}
 
@@ -123,6 +129,20 @@ def levers(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) 
         row = {"bench": "lever", "lever": lever, **point(cfg, IMAGES, ddpm.GAMMA, out, judges, seed, device)}
         print(row, flush=True)
         rows.append(row)
+    return rows
+
+
+def interval(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
+    rows = []
+    epochs, n_images = CURVE[-1]
+    for model_name in ("class", "flow_class"):
+        cfg = dataclasses.replace(part_b.QUICK[model_name], epochs=epochs, seed=seed,
+                                  bf16=part_b.native_bf16(device), snapshot_epochs=())
+        for guide_below in GUIDE_BELOW:
+            row = {"bench": "interval", "model": model_name,
+                   **point(cfg, min(n_images, IMAGES), ddpm.GAMMA, out, judges, seed, device, guide_below)}
+            print(row, flush=True)
+            rows.append(row)
     return rows
 
 
@@ -172,7 +192,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
-BENCHES = {"curve": curve, "levers": levers, "time": time_models}
+BENCHES = {"curve": curve, "levers": levers, "interval": interval, "time": time_models}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
