@@ -106,12 +106,18 @@ def judged_samples(model, objective: str, gamma: float | None, judges: evaluate.
             "frechet": m.frechet, "floor": m.frechet_real_floor, "frechet_over_floor": m.frechet / m.frechet_real_floor}
 
 
+def quick(model_name: str, seed: int, device: torch.device, **changes):
+    """The quick profile's TrainConfig of `model_name` as the stages train it here (bf16 where the hardware has it),
+    seeded, keeping only its last epoch, with `changes`."""
+    return dataclasses.replace(part_b.QUICK[model_name], seed=seed, bf16=part_b.native_bf16(device),
+                               snapshot_epochs=(), **changes)
+
+
 def curve(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
     rows = []
     for model_name in ("class", "flow_class"):
         for epochs, n_images in CURVE:
-            cfg = dataclasses.replace(part_b.QUICK[model_name], epochs=epochs, seed=seed,
-                                      bf16=part_b.native_bf16(device), snapshot_epochs=())
+            cfg = quick(model_name, seed, device, epochs=epochs)
             n_images = min(n_images, IMAGES)
             for gamma in CURVE_GAMMAS:
                 row = {"bench": "curve", "model": model_name, "epochs": epochs * n_images / IMAGES,
@@ -123,9 +129,8 @@ def curve(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -
 
 def levers(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
     rows = []
-    base = dataclasses.replace(part_b.QUICK["class"], seed=seed, bf16=part_b.native_bf16(device), snapshot_epochs=())
     for lever, changes in LEVERS.items():
-        cfg = dataclasses.replace(base, **changes)
+        cfg = quick("class", seed, device, **changes)
         row = {"bench": "lever", "lever": lever, **point(cfg, IMAGES, ddpm.GAMMA, out, judges, seed, device)}
         print(row, flush=True)
         rows.append(row)
@@ -136,8 +141,7 @@ def interval(out: Path, judges: evaluate.Judges, seed: int, device: torch.device
     rows = []
     epochs, n_images = CURVE[-1]
     for model_name in ("class", "flow_class"):
-        cfg = dataclasses.replace(part_b.QUICK[model_name], epochs=epochs, seed=seed,
-                                  bf16=part_b.native_bf16(device), snapshot_epochs=())
+        cfg = quick(model_name, seed, device, epochs=epochs)            # the curve's two-epoch run, reused
         for guide_below in GUIDE_BELOW:
             row = {"bench": "interval", "model": model_name,
                    **point(cfg, min(n_images, IMAGES), ddpm.GAMMA, out, judges, seed, device, guide_below)}
@@ -149,11 +153,9 @@ def interval(out: Path, judges: evaluate.Judges, seed: int, device: torch.device
 def time_models(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
     rows = []
     for model_name in ("time", "flow_time"):
-        base = dataclasses.replace(part_b.QUICK[model_name], seed=seed, bf16=part_b.native_bf16(device),
-                                   snapshot_epochs=())
         for lever, changes in TIME_LEVERS.items():
             row = {"bench": "time", "model": model_name, "lever": lever,
-                   **point(dataclasses.replace(base, **changes), IMAGES, None, out, judges, seed, device)}
+                   **point(quick(model_name, seed, device, **changes), IMAGES, None, out, judges, seed, device)}
             print(row, flush=True)
             rows.append(row)
     return rows
