@@ -4,8 +4,9 @@ distance beside its real-data floor.
 The judges are trained by the project itself on the MNIST training set, once per machine, and cached with their test
 accuracy (default_judges_dir):
 a small CNN (the one whose features the Fréchet distance uses; >= 99 % on the test set) and, to cross-check it, an
-MLP on the raw pixels, built differently on purpose (no convolutions, no augmentation). For a batch of generated
-digits we report
+MLP on the raw pixels, built differently on purpose (no convolutions, no augmentation). A third, the far judge
+(far_judge), is the CNN trained on digits low-passed by §1.10's filter: it reads hybrid images as seen from afar,
+which the first cannot (it calls most blurred digits an 8). For a batch of generated digits we report
   - class accuracy: the fraction the CNN assigns to the digit that was asked for, with its 95 % Wilson interval
     (Wilson 1927), and the same fraction by the MLP;
   - mean confidence: the CNN's mean probability for that digit (for unconditional samples: for its own best guess);
@@ -30,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import atomic_save, load_mnist, load_verified
+from .guidance import gaussian_blur
 
 
 class MNISTClassifier(nn.Module):
@@ -66,10 +68,19 @@ class MNISTMLP(nn.Module):
 
 
 # How each judge is trained (the cache records it: a cache made another way is retrained). Adam, batch 64, the rate
-# decayed linearly to 0; `shift`: each training digit moved by up to that many pixels (the CNN's augmentation).
+# decayed linearly to 0; `shift`: each training digit moved by up to that many pixels (the CNN's augmentation);
+# `blur`: (kernel size, sigma) of the Gaussian low-pass every digit goes through, in training and in its test (the far
+# judge: §1.10's filter, kernel 33, sigma 2).
 JUDGES_ENV = "MINIDIFF_JUDGES"
-RECIPES = {"cnn": dict(epochs=3, lr=1e-3, shift=2, seed=0), "mlp": dict(epochs=3, lr=1e-3, shift=0, seed=1)}
-JUDGES = {"cnn": MNISTClassifier, "mlp": MNISTMLP}
+RECIPES = {"cnn": dict(epochs=3, lr=1e-3, shift=2, seed=0), "mlp": dict(epochs=3, lr=1e-3, shift=0, seed=1),
+           "far": dict(epochs=1, lr=1e-3, shift=2, blur=(33, 2.0), seed=2)}
+JUDGES = {"cnn": MNISTClassifier, "mlp": MNISTMLP, "far": MNISTClassifier}
+
+
+def seen(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """(B, 1, 28, 28) digits in [0, 1] as the `kind` judge sees them: low-passed by its recipe's blur, else as is."""
+    blur = RECIPES[kind].get("blur")
+    return gaussian_blur(x, *blur) if blur else x
 
 
 def shifted(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -94,7 +105,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, kind: str = "cn
     torch.manual_seed(recipe["seed"])
     model = JUDGES[kind]().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
-    images, labels = images.to(device), labels.to(device)
+    x_all = _batched(lambda x: seen(x, kind), images.to(device).unsqueeze(1).float() / 255.0)   # (N, 1, 28, 28)
+    labels = labels.to(device)
     steps = images.shape[0] // batch_size
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / (epochs * steps))
     for epoch in range(epochs):
@@ -103,8 +115,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, kind: str = "cn
         for i in tqdm(range(steps), desc=f"{kind} classifier epoch {epoch + 1}/{epochs}", leave=False,
                       disable=None if progress else True):
             idx = perm[i * batch_size:(i + 1) * batch_size]
-            x = images[idx].unsqueeze(1).float() / 255.0                         # (B, 1, 28, 28)
-            if recipe["shift"]:
+            x = x_all[idx]                                                       # (B, 1, 28, 28)
+            if recipe["shift"]:                                                  # (after the blur: they commute)
                 x = shifted(x, recipe["shift"], g)
             loss = F.cross_entropy(model(x), labels[idx])
             opt.zero_grad(set_to_none=True)
@@ -135,7 +147,7 @@ def load_or_train_classifier(path: Path | str, device: torch.device | str = "cpu
             return model.to(device).eval()
     model = train_classifier(*load_mnist(train=True), kind=kind, device=device, progress=progress)
     test_x, test_y = load_mnist(train=False)
-    model.test_accuracy = accuracy(model, test_x.unsqueeze(1).float() / 255.0, test_y)
+    model.test_accuracy = accuracy(model, seen(test_x.unsqueeze(1).float() / 255.0, kind), test_y)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save({"model": model.state_dict(), "recipe": {**RECIPES[kind], "kind": kind},
                  "test_accuracy": model.test_accuracy}, path)
@@ -167,6 +179,15 @@ def judges(folder: Path | str | None = None, device: torch.device | str = "cpu",
     folder = Path(folder) if folder is not None else default_judges_dir()
     return Judges(*(load_or_train_classifier(folder / f"mnist_{kind}.pt", device, kind, progress)
                     for kind in ("cnn", "mlp")))
+
+
+def far_judge(folder: Path | str | None = None, device: torch.device | str = "cpu", progress: bool = True
+              ) -> MNISTClassifier:
+    """The far judge (RECIPES["far"]): reads (B, 1, 28, 28) digits as §1.10's low-pass filter shows them, i.e. from
+    afar; cached in `folder` (default: default_judges_dir()) as mnist_far.pt. Its test_accuracy is on low-passed test
+    digits."""
+    folder = Path(folder) if folder is not None else default_judges_dir()
+    return load_or_train_classifier(folder / "mnist_far.pt", device, "far", progress)
 
 
 @torch.no_grad()

@@ -3,9 +3,12 @@ from far away), high frequencies from prompt 2 (seen up close); each a CFG estim
 
     eps = lowpass(eps_1(x_t)) + highpass(eps_2(x_t))    Gaussian, kernel 33, sigma 2   (guidance.hybrid)
 
-Report pairs: "a lithograph of a skull" far / "a lithograph of waterfalls" near, ...; MNIST: "0" far / "1" near, ...
-With digits the Part B judge reads MEASURED samples of each pair (one batch of as many seeds): the rate of those
-read as the near prompt up close AND as the far prompt seen from afar.
+Report pairs: "a lithograph of a skull" far / "a lithograph of waterfalls" near, ...; MNIST: "8" far / "2" near, ...
+With digits the Part B judges read MEASURED samples of each pair (one batch of as many seeds): the rate of those
+read as the near prompt up close (the CNN judge) AND as the far prompt seen from afar (the far judge, a CNN trained
+on digits low-passed by the same filter: the first one calls most blurred digits an 8). Beside it, the same rate for
+hybrids made of real test digits by the classical recipe (Oliva et al. 2006: highpass(near) + lowpass(far)): how
+often a 28 px hybrid can be read both ways at all.
 DeepFloyd's stage II keeps the split: both prompts, the filter widened to 256 px, noise level 50 (Geng et al.'s
 code), so the near prompt still owns the high frequencies stage II adds; hybrids_stage1.png shows the 64 px results.
 Outputs in outputs/a1_10_hybrid_images/: hybrids.png (per pair, a row of hybrids up close and a row of the same
@@ -16,22 +19,42 @@ import torch
 
 import common
 import part_a
-from minidiff import deepfloyd, guidance, viz
+from minidiff import deepfloyd, evaluate, guidance, viz
+from minidiff.data import load_mnist
 from minidiff.sampling import iterative_denoise
 
 GAMMA = 7.0                                                                             # §1.10
 KERNEL_SIZE, SIGMA = 33, 2.0                                                            # §1.10 low-pass filter
 ILLUSION_NOISE_LEVEL = 50   # DeepFloyd's stage II for illusions (Geng et al.'s code): both prompts, level 50
+# Digits: low-passed, most of them blur into one blob, and an 8's two loops survive the blur best; classical hybrids of
+# real digits read both ways (the stage's reference rate): 8/2 48 %, 8/7 20 %, 0/1 0 %.
 PAIRS = {"photos": [("a lithograph of a skull", "a lithograph of waterfalls"),
                        ("an oil painting of an old man", "a rocket ship"),
                        ("a photo of a dog", "an oil painting of a snowy mountain village")],
-         "digits": [("0", "1"), ("8", "7"), ("3", "4")]}
+         "digits": [("8", "2"), ("8", "7"), ("0", "1")]}
 SAMPLES_PER_PAIR = {"photos": 1, "digits": 4}
+REAL_PER_PAIR = 200         # digits: the classical hybrids of real test digits that give each pair's reference rate
 
 
 def widened(scale: float) -> tuple[int, float]:
     """The §1.10 low-pass filter (kernel size, sigma) for an image `scale` times stage I's size (IF's stage II: 4)."""
     return 2 * round(KERNEL_SIZE // 2 * scale) + 1, SIGMA * scale
+
+
+def real_hybrids(far: str, near: str, n: int, dev) -> torch.Tensor:
+    """(n, 1, 28, 28) classical hybrids of real MNIST test digits, in [0, 1]: highpass(the first n `near` digits)
+    + lowpass(the first n `far` ones), with §1.10's filter (Oliva et al. 2006)."""
+    x, y = load_mnist(train=False)
+    digit = lambda d: x[y == int(d)][:n].unsqueeze(1).float().div(255.0).to(dev)     # noqa: E731  (n, 1, 28, 28)
+    return (guidance.highpass(digit(near), KERNEL_SIZE, SIGMA)
+            + guidance.gaussian_blur(digit(far), KERNEL_SIZE, SIGMA)).clamp(0, 1)
+
+
+def read_both_ways(judged, far_judged, x: torch.Tensor, far: str, near: str) -> torch.Tensor:
+    """(N,) bool: each hybrid read as `near` up close by the CNN judge and as `far` by the far judge from afar."""
+    afar = guidance.gaussian_blur(x, KERNEL_SIZE, SIGMA)
+    return ((part_a.read(judged, x) == part_a.label_of(near))
+            & (part_a.read(far_judged, afar) == part_a.label_of(far)))
 
 
 def options(p):
@@ -44,8 +67,12 @@ def main(argv=None):
     pairs = [tuple(args.prompt)] if args.prompt else part_a.pick(args, backbone, PAIRS)
     n = part_a.count(args, backbone, SAMPLES_PER_PAIR, "num_samples")
     judged = part_a.judges(backbone, dev, rec)
+    if judged:
+        far_judged = evaluate.far_judge(device=dev)
+        rec.notes.append(f"from afar, the far judge reads (a CNN with {100 * far_judged.test_accuracy:.2f} % on test "
+                         f"digits low-passed by the same filter)")
     drawn = max(n, part_a.MEASURED) if judged else n                         # digits: the figure's + the measured
-    rows, names, images, labels, both, firsts = [], [], [], [], [], []
+    rows, names, images, labels, both, real, firsts = [], [], [], [], [], [], []
     for far, near in pairs:
         c_far, c_near, uncond = backbone.embed([far]), backbone.embed([near]), backbone.embed([""])
         eps_fn = guidance.hybrid(backbone.model_fn, c_far, c_near, uncond, GAMMA, KERNEL_SIZE, SIGMA)
@@ -59,10 +86,12 @@ def main(argv=None):
         first = backbone.to_unit(first[:n])
         firsts += [list(first), list(guidance.gaussian_blur(first, KERNEL_SIZE, SIGMA))]
         if judged:                                                    # near up close AND far from afar
-            hits = ((part_a.read(judged, x) == part_a.label_of(near))
-                    & (part_a.read(judged, afar) == part_a.label_of(far)))
+            hits = read_both_ways(judged, far_judged, x, far, near)
             both.append(hits)
             part_a.measure(rec, f"{far}|{near}", hits, f'"{near}" up close and "{far}" from afar')
+            real.append(read_both_ways(judged, far_judged, real_hybrids(far, near, REAL_PER_PAIR, dev), far, near))
+            part_a.measure(rec, f"{far}|{near} real digits", real[-1],
+                           "the same, classical hybrids of real digits")
         rows += [list(x[:n]), list(afar[:n])]
         names += [f"near: {part_a.title(near)}", f"far: {part_a.title(far)}"]
         images.append(x[:n])
@@ -75,6 +104,7 @@ def main(argv=None):
     part_a.save_samples(rec, torch.cat(images), labels)
     if judged:
         part_a.measure(rec, "all pairs", torch.cat(both), "every pair read both ways")
+        part_a.measure(rec, "all pairs real digits", torch.cat(real), "the same, classical hybrids of real digits")
         rec.write_metrics()
     return rec
 

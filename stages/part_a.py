@@ -251,10 +251,12 @@ def judges(backbone, dev: torch.device, rec: common.Record) -> Optional[evaluate
     return judged
 
 
-def read(judged: evaluate.Judges, images: torch.Tensor) -> torch.Tensor:
-    """The CNN judge's reading of (N, 1, 28, 28) digits in [0, 1]: (N,) int64 on the CPU."""
+def read(judged, images: torch.Tensor) -> torch.Tensor:
+    """The reading of (N, 1, 28, 28) digits in [0, 1] by `judged` (evaluate.Judges: their CNN; or one classifier, such
+    as evaluate.far_judge): (N,) int64 on the CPU."""
+    classifier = judged.classifier if isinstance(judged, evaluate.Judges) else judged
     with torch.no_grad():
-        return judged.classifier(images.float()).argmax(1).cpu()
+        return classifier(images.float()).argmax(1).cpu()
 
 
 def measure_edits(rec: common.Record, judged: evaluate.Judges, batches, i_starts: Sequence[int], digits, key: str,

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny IF-shaped UNet configs (diffusers config.json format) derived from the real ones, and the
-judges of minidiff.evaluate trained on a few digits for the whole session (the real ones take minutes)."""
+judges of minidiff.evaluate (the far judge too) trained on a few digits for the whole session (the real ones take
+minutes)."""
 import json
 from pathlib import Path
 
@@ -11,15 +12,16 @@ DEEPFLOYD_FIXTURES = Path(__file__).parent / "fixtures" / "deepfloyd"
 
 @pytest.fixture(scope="session", autouse=True)
 def judges_cache(tmp_path_factory):
-    """$MINIDIFF_JUDGES -> a folder with both judges trained one epoch on 1024 digits, cached as if by their
-    recipes: every stage that measures samples loads them instead of training the real ones. Yields the folder."""
+    """$MINIDIFF_JUDGES -> a folder with the three judges (CNN, MLP, far) trained one epoch on 1024 digits, cached as
+    if by their recipes: every stage that measures samples loads them instead of training the real ones. Yields the
+    folder."""
     import os
     from minidiff.data import atomic_save, load_mnist
     from minidiff.evaluate import JUDGES_ENV, RECIPES, train_classifier
     folder = tmp_path_factory.mktemp("judges")
     x, y = load_mnist(train=True)
     torch.manual_seed(0)
-    for kind in ("cnn", "mlp"):
+    for kind in ("cnn", "mlp", "far"):
         model = train_classifier(x[:1024], y[:1024], kind, 1, progress=False)
         atomic_save({"model": model.state_dict(), "recipe": {**RECIPES[kind], "kind": kind}, "test_accuracy": 0.5},
                     folder / f"mnist_{kind}.pt")

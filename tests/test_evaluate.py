@@ -111,3 +111,19 @@ def test_the_judges_reach_their_accuracy():
     for kind, target in (("cnn", 0.99), ("mlp", 0.975)):
         clf = train_classifier(*load_mnist(train=True), kind, progress=False)
         assert accuracy(clf, xt.unsqueeze(1).float() / 255, yt) >= target
+
+
+def test_the_far_judge_reads_digits_through_the_hybrids_low_pass(small_judges):
+    """The far judge's recipe blurs every training digit with §1.10's filter, and so it reads low-passed digits, which
+    the plain CNN (trained the same way on sharp digits) mostly cannot; seen() is that filter exactly."""
+    from minidiff import evaluate
+    from minidiff.guidance import gaussian_blur
+    x, y = load_mnist(train=True)
+    far = train_classifier(x[:3000], y[:3000], "far", 2, progress=False)
+    test_x, test_y = load_mnist(train=False)
+    sharp = test_x[:1000].unsqueeze(1).float() / 255
+    blurred = gaussian_blur(sharp, 33, 2.0)
+    assert torch.equal(evaluate.seen(sharp, "far"), blurred) and evaluate.seen(sharp, "cnn") is sharp
+    far_reads, cnn_reads = evaluate.accuracy(far, blurred, test_y[:1000]), evaluate.accuracy(
+        small_judges.classifier, blurred, test_y[:1000])
+    assert far_reads > 0.9 and far_reads > cnn_reads + 0.2

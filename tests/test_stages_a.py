@@ -300,3 +300,25 @@ def test_digit_stages_measure_what_their_figure_claims(stage, checkpoint, tmp_pa
     assert any(note.startswith("the rates below are judged by a CNN") for note in rec.notes)
     if stage == "a1_8_visual_anagrams":                                  # --quick: the first two pairs
         assert list(metrics) == ["6|9", "2|5", "all pairs"] and metrics["all pairs"]["n"] == 2 * part_a.MEASURED
+    if stage == "a1_10_hybrid_images":                                   # --quick: the first two pairs, and beside
+        assert list(metrics) == ["8|2", "8|2 real digits", "8|7", "8|7 real digits", "all pairs",    # each its
+                                 "all pairs real digits"]                                            # reference
+        assert metrics["8|2 real digits"]["n"] == 200
+        assert any(note.startswith("from afar, the far judge") for note in rec.notes)
+
+
+def test_the_hybrid_reference_is_the_classical_recipe_on_real_digits():
+    """The far judge sees through the stage's own filter, and the reference hybrids are highpass(near) + lowpass(far)
+    of real test digits (Oliva et al. 2006): up close they hold the near digit's edges, from afar the far one's blur."""
+    import a1_10_hybrid_images as a1_10
+    from minidiff import evaluate
+    from minidiff.data import load_mnist
+    from minidiff.guidance import gaussian_blur, highpass
+    assert evaluate.RECIPES["far"]["blur"] == (a1_10.KERNEL_SIZE, a1_10.SIGMA)
+    x, y = load_mnist(train=False)
+    near, far = (x[y == d][:5].unsqueeze(1).float() / 255 for d in (2, 8))
+    h = a1_10.real_hybrids("8", "2", 5, "cpu")
+    assert torch.allclose(h, (near - gaussian_blur(near, 33, 2.0) + gaussian_blur(far, 33, 2.0)).clamp(0, 1))
+    dist = lambda a, b: (a - b).flatten(1).norm(dim=1)                   # noqa: E731  (5,) per image
+    lp, hp = (lambda z: gaussian_blur(z, 33, 2.0)), (lambda z: highpass(z, 33, 2.0))  # noqa: E731
+    assert (dist(lp(h), lp(far)) < dist(lp(h), lp(near))).all() and (dist(hp(h), hp(near)) < dist(hp(h), hp(far))).all()
