@@ -69,8 +69,8 @@ def main(argv=None):
     judged = part_a.judges(backbone, dev, rec)
     if judged:
         far_judged = evaluate.far_judge(device=dev)
-        rec.notes.append(f"from afar, the far judge reads (a CNN with {100 * far_judged.test_accuracy:.2f} % on test "
-                         f"digits low-passed by the same filter)")
+        rec.notes.append(f"from afar the rates are judged by the far judge, a CNN with "
+                         f"{100 * far_judged.test_accuracy:.2f} % on test digits low-passed by the same filter")
     drawn = max(n, part_a.MEASURED) if judged else n                         # digits: the figure's + the measured
     rows, names, images, labels, both, real, firsts = [], [], [], [], [], [], []
     for far, near in pairs:

@@ -33,9 +33,13 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     levers = [r for r in rows if r["bench"] == "lever"]
     time_only = [r for r in rows if r["bench"] == "time"]
     limited = [r for r in rows if r["bench"] == "interval"]
+    rates = [r for r in rows if r["bench"] == "rate"]
     assert [(r["model"], r["epochs"], r["gamma"]) for r in curve] == [
         (m, e, g) for m in ("class", "flow_class") for e in (0.5, 2) for g in quality.CURVE_GAMMAS]
     assert [r["lever"] for r in levers] == ["base", "no EMA"]
+    assert [r["lr"] for r in rates] == [1e-2, 3e-3] and quality.part_b.QUICK["class"].lr == 1e-2
+    same = [k for k in levers[0] if k not in ("bench", "lever")]  # the profile's rate is the base lever's run
+    assert {k: rates[0][k] for k in same} == {k: levers[0][k] for k in same}
     assert [(r["model"], r["lever"]) for r in time_only] == [
         (m, lever) for m in ("time", "flow_time") for lever in ("base", "2 epochs")]
     assert [(r["model"], r["guide_below"]) for r in limited] == [
@@ -43,7 +47,7 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     for full, curve_row in zip(limited[::2], [r for r in curve if r["epochs"] == 2 and r["gamma"] == 5]):
         same = [k for k in full if k != "bench"]          # the curve's model and samples, reused: no retraining
         assert {k: full[k] for k in same} == {k: curve_row[k] for k in same}
-    for r in curve + levers + limited:
+    for r in curve + levers + limited + rates:
         assert r["n"] == 20 and 0 <= r["class_accuracy"] <= 1 and 0 <= r["mlp_accuracy"] <= 1
     for r in time_only:                      # nothing asked for: no accuracy, the confidence in its best guess
         assert r["n"] == 20 and r["gamma"] is r["class_accuracy"] is r["mlp_accuracy"] is None
@@ -55,7 +59,7 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same model and noise give the same samples: the judges' figures of a rerun are equal
     checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
-    assert len(checkpoints) == 4 + 1 + 4     # the "base" lever is the curve's class model at 2 epochs on 256
+    assert len(checkpoints) == 4 + 1 + 1 + 4   # "base" and the rate 1e-2 are the curve's class model at 2 epochs
     again = quality.main(["all", "--out", str(tmp_path / "runs")])
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints           # nothing retrained
     assert again == rows

@@ -304,7 +304,7 @@ def test_digit_stages_measure_what_their_figure_claims(stage, checkpoint, tmp_pa
         assert list(metrics) == ["8|2", "8|2 real digits", "8|7", "8|7 real digits", "all pairs",    # each its
                                  "all pairs real digits"]                                            # reference
         assert metrics["8|2 real digits"]["n"] == 200
-        assert any(note.startswith("from afar, the far judge") for note in rec.notes)
+        assert any(note.startswith("from afar the rates are judged by the far judge") for note in rec.notes)
 
 
 def test_the_hybrid_reference_is_the_classical_recipe_on_real_digits():

@@ -1,4 +1,4 @@
-"""Quality per CPU minute: `python tools/quality.py [curve|levers|interval|time|all] [--out DIR] [--json FILE] [--plot FILE]`.
+"""Quality per CPU minute: `python tools/quality.py [curve|levers|rate|interval|time|all] [--out DIR] [--json FILE] [--plot FILE]`.
 
 Off the learning path, like tools/bench.py: it measures what the README's quick-profile tables and its "quality vs
 CPU minutes" figure report. Every model is trained from scratch with minidiff.train.train on this machine's CPU, and
@@ -12,6 +12,8 @@ CNN's class accuracy, the MLP's beside it, and the Fréchet distance over its re
 - levers: the quick class DDPM model with one setting changed at a time, sampled at gamma = 5.
 - interval: the two-epoch class models of the curve at gamma = 5 guided at every step, and only below the noise
   fractions 0.8 and 0.6 (guidance in a limited interval, Kynkaanniemi et al. 2024; `--guide-below`).
+- rate: the quick class DDPM model at its Adam rate 1e-2 and at 3e-3, sampled at gamma = 5: run it with several
+  --seed values (each seed its own training and noise) to see the spread from seed to seed.
 - time: the quick time-only DDPM and flow models (nothing to guide: the judges' confidence and the Fréchet
   distance) as the profile trains them, for twice the epochs, and twice as wide.
 
@@ -52,6 +54,7 @@ LEVERS = {                          # name -> changes to the quick class DDPM mo
     "1 epoch, Adam 1e-3 (the report's rate)": {"epochs": 1, "lr": 1e-3},
 }
 
+RATES = (1e-2, 3e-3)                # the rate bench: the quick class DDPM model's peak Adam rate (1e-2: the profile's)
 GUIDE_BELOW = (1.0, 0.8, 0.6)        # the interval bench: CFG only where the noise fraction is at most this
 TIME_LEVERS = {                     # name -> changes to the quick time-only models' TrainConfig (DDPM and flow)
     "3 epochs (D = 16, batch 64, Adam 1e-2 decayed, EMA 0.999)": {},
@@ -137,6 +140,16 @@ def levers(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) 
     return rows
 
 
+def rate(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
+    rows = []
+    for lr in RATES:
+        row = {"bench": "rate", "lr": lr, "seed": seed,
+               **point(quick("class", seed, device, lr=lr), IMAGES, ddpm.GAMMA, out, judges, seed, device)}
+        print(row, flush=True)
+        rows.append(row)
+    return rows
+
+
 def interval(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
     rows = []
     epochs, n_images = CURVE[-1]
@@ -194,7 +207,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
-BENCHES = {"curve": curve, "levers": levers, "interval": interval, "time": time_models}
+BENCHES = {"curve": curve, "levers": levers, "rate": rate, "interval": interval, "time": time_models}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
