@@ -116,7 +116,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, kind: str = "cn
                       disable=None if progress else True):
             idx = perm[i * batch_size:(i + 1) * batch_size]
             x = x_all[idx]                                                       # (B, 1, 28, 28)
-            if recipe["shift"]:                                                  # (after the blur: they commute)
+            if recipe["shift"]:                                  # after the blur (the same as before it, but at the edges)
                 x = shifted(x, recipe["shift"], g)
             loss = F.cross_entropy(model(x), labels[idx])
             opt.zero_grad(set_to_none=True)
