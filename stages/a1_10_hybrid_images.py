@@ -50,9 +50,9 @@ def real_hybrids(far: str, near: str, n: int, dev) -> torch.Tensor:
             + guidance.gaussian_blur(digit(far), KERNEL_SIZE, SIGMA)).clamp(0, 1)
 
 
-def read_both_ways(judged, far_judged, x: torch.Tensor, far: str, near: str) -> torch.Tensor:
-    """(N,) bool: each hybrid read as `near` up close by the CNN judge and as `far` by the far judge from afar."""
-    afar = guidance.gaussian_blur(x, KERNEL_SIZE, SIGMA)
+def read_both_ways(judged, far_judged, x: torch.Tensor, afar: torch.Tensor, far: str, near: str) -> torch.Tensor:
+    """(N,) bool: each hybrid x read as `near` up close by the CNN judge and, low-passed (`afar`), as `far` by the far
+    judge. x, afar: (N, 1, 28, 28) in [0, 1]."""
     return ((part_a.read(judged, x) == part_a.label_of(near))
             & (part_a.read(far_judged, afar) == part_a.label_of(far)))
 
@@ -86,10 +86,11 @@ def main(argv=None):
         first = backbone.to_unit(first[:n])
         firsts += [list(first), list(guidance.gaussian_blur(first, KERNEL_SIZE, SIGMA))]
         if judged:                                                    # near up close AND far from afar
-            hits = read_both_ways(judged, far_judged, x, far, near)
+            hits = read_both_ways(judged, far_judged, x, afar, far, near)      # the figure's images
             both.append(hits)
             part_a.measure(rec, f"{far}|{near}", hits, f'"{near}" up close and "{far}" from afar')
-            real.append(read_both_ways(judged, far_judged, real_hybrids(far, near, REAL_PER_PAIR, dev), far, near))
+            h = real_hybrids(far, near, REAL_PER_PAIR, dev)                                  # (200, 1, 28, 28)
+            real.append(read_both_ways(judged, far_judged, h, guidance.gaussian_blur(h, KERNEL_SIZE, SIGMA), far, near))
             part_a.measure(rec, f"{far}|{near} real digits", real[-1],
                            "the same, classical hybrids of real digits")
         rows += [list(x[:n]), list(afar[:n])]

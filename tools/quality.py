@@ -54,7 +54,7 @@ LEVERS = {                          # name -> changes to the quick class DDPM mo
     "1 epoch, Adam 1e-3 (the report's rate)": {"epochs": 1, "lr": 1e-3},
 }
 
-RATES = (1e-2, 3e-3)                # the rate bench: the quick class DDPM model's peak Adam rate (1e-2: the profile's)
+RATES = {"Adam 1e-2 (the quick profile)": {}, "Adam 3e-3": {"lr": 3e-3}}   # the rate bench: its peak Adam rate
 GUIDE_BELOW = (1.0, 0.8, 0.6)        # the interval bench: CFG only where the noise fraction is at most this
 TIME_LEVERS = {                     # name -> changes to the quick time-only models' TrainConfig (DDPM and flow)
     "3 epochs (D = 16, batch 64, Adam 1e-2 decayed, EMA 0.999)": {},
@@ -130,24 +130,25 @@ def curve(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -
     return rows
 
 
-def levers(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
+def class_ddpm(bench: str, settings: dict, out: Path, judges: evaluate.Judges, seed: int, device: torch.device
+               ) -> list[dict]:
+    """The quick class DDPM model with each of `settings` (name -> changes to its TrainConfig), sampled at gamma = 5."""
     rows = []
-    for lever, changes in LEVERS.items():
+    for lever, changes in settings.items():
         cfg = quick("class", seed, device, **changes)
-        row = {"bench": "lever", "lever": lever, **point(cfg, IMAGES, ddpm.GAMMA, out, judges, seed, device)}
+        row = {"bench": bench, "lever": lever, "lr": cfg.lr, "seed": seed,
+               **point(cfg, IMAGES, ddpm.GAMMA, out, judges, seed, device)}
         print(row, flush=True)
         rows.append(row)
     return rows
+
+
+def levers(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
+    return class_ddpm("lever", LEVERS, out, judges, seed, device)
 
 
 def rate(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
-    rows = []
-    for lr in RATES:
-        row = {"bench": "rate", "lr": lr, "seed": seed,
-               **point(quick("class", seed, device, lr=lr), IMAGES, ddpm.GAMMA, out, judges, seed, device)}
-        print(row, flush=True)
-        rows.append(row)
-    return rows
+    return class_ddpm("rate", RATES, out, judges, seed, device)
 
 
 def interval(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
