@@ -229,19 +229,27 @@ def gaussian_kernel1d(kernel_size: int, sigma: float, device=None, dtype=torch.f
     return (k / k.sum()).to(dtype)
 
 
+def blur_matrix(n: int, k: torch.Tensor) -> torch.Tensor:
+    """The 1-D blur of a length-n signal by the odd kernel k (reflect padding) as an (n, n) matrix M, (M v)_i =
+    sum_u k_u v_(i+u), the indices past an end reflected back in. Column j is the blur of the unit impulse e_j."""
+    pad = k.numel() // 2
+    impulses = F.pad(torch.eye(n, dtype=k.dtype, device=k.device).unsqueeze(1), (pad, pad), mode="reflect")
+    return F.conv1d(impulses, k.view(1, 1, -1)).squeeze(1).T                       # (n, n): row j blurred e_j, so .T
+
+
 def gaussian_blur(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
     """A separable Gaussian blur with reflect padding (what torchvision's gaussian_blur computes).
     The classical denoiser of §1.2 and the low-pass filter of §1.10.
+
+    Separable means a matrix on each side: blur(x) = M_H x M_W^T, with M = blur_matrix (the same result as two
+    1-D convolutions, and 20x faster on CPU for MNIST's 28 px, where a 33-tap one-channel convolution is slow).
     x: (B, C, H, W), any float dtype/device; H, W > kernel_size // 2. Returns (B, C, H, W)."""
-    B, C, H, W = x.shape
-    pad = kernel_size // 2
-    if pad >= min(H, W):
-        raise ValueError(f"a {kernel_size}-tap blur needs images larger than {pad} pixels, got {H}x{W}")
-    k = gaussian_kernel1d(kernel_size, sigma, x.device, x.dtype)
-    y = F.pad(x.reshape(B * C, 1, H, W), (pad, pad, pad, pad), mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, -1))                                          # along W
-    y = F.conv2d(y, k.view(1, 1, -1, 1))                                          # along H
-    return y.reshape(B, C, H, W)
+    H, W = x.shape[-2:]
+    if kernel_size // 2 >= min(H, W):
+        raise ValueError(f"a {kernel_size}-tap blur needs images larger than {kernel_size // 2} pixels, got {H}x{W}")
+    k = gaussian_kernel1d(kernel_size, sigma, dtype=torch.float64)                 # built on the CPU, then moved
+    M_H, M_W = (blur_matrix(n, k).to(x.device, x.dtype) for n in (H, W))           # (H, H), (W, W)
+    return M_H @ x @ M_W.T                                                          # (B, C, H, W)
 
 
 def highpass(x: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:

@@ -147,6 +147,18 @@ def test_gaussian_blur_matches_torchvision():
         torch.testing.assert_close(G.gaussian_blur(x, k, s), gaussian_blur(x, [k, k], [s, s]), rtol=1e-5, atol=1e-6)
 
 
+def test_blur_matrix_is_the_reflect_padded_convolution():
+    k = G.gaussian_kernel1d(7, 1.5, dtype=torch.float64)
+    v = torch.arange(10, dtype=torch.float64) ** 2                                  # any signal, (10,)
+    padded = torch.cat([v[1:4].flip(0), v, v[-4:-1].flip(0)])                      # reflect: no edge repeated
+    direct = torch.stack([(k * padded[i:i + 7]).sum() for i in range(10)])          # sum_u k_u v_(i+u)
+    M = G.blur_matrix(10, k)
+    torch.testing.assert_close(M @ v, direct)
+    torch.testing.assert_close(M.sum(1), torch.ones(10, dtype=torch.float64))       # every row keeps DC
+    x = rand(B, C, 12, 10, seed=11).double()                                        # H != W: each side its own M
+    torch.testing.assert_close(G.gaussian_blur(x, 7, 1.5), G.blur_matrix(12, k) @ x @ M.T)
+
+
 def test_gaussian_blur_properties():
     k = G.gaussian_kernel1d(33, 2.0, dtype=torch.float64)
     assert k.sum().item() == pytest.approx(1.0) and torch.equal(k, k.flip(0)) and k.argmax() == 16
