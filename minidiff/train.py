@@ -13,8 +13,8 @@ One loop serves every model; what differs is the loss on a batch of clean digits
 An exponential moving average of the weights (cfg.ema, Polyak & Juditsky 1992) is kept beside them when asked:
 checkpoints and snapshots hold both, resuming restores both, and load_model returns the average.
 
-Work is never lost: after every epoch `checkpoint.pt` (model, optimizer, LR scheduler, RNG state, epoch, loss
-history, config) is written atomically; rerunning the same call resumes after the last completed epoch and
+Work is never lost: after every epoch `checkpoint.pt` (model, optimizer, RNG state, epoch, loss history, config;
+the learning rate is a function of the step, learning_rate) is written atomically; rerunning the same call resumes after the last completed epoch and
 gives the same result as an uninterrupted run. Snapshots `model_epoch{e}.pt` keep the weights of chosen epochs. The
 snapshot of epoch e is written BEFORE the checkpoint of epoch e: a death between the two makes the rerun redo epoch
 e (bit-identically) and write both; a missing snapshot of the checkpoint's own epoch is rewritten from it on resume.
@@ -28,6 +28,7 @@ writes checkpoints and shows progress. The result equals one process's up to flo
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
-    lr_decay: bool = True            # ExponentialLR with gamma = 0.1 ** (1 / epochs), stepped per epoch
+    lr_schedule: str = "exponential"  # "exponential" | "constant" | "one-cycle": learning_rate() below
     sigma: float = 0.5               # denoiser only
     pure_noise: bool = False         # denoiser only: z = eps alone (2025 course §1.2.3)
     objective: str = "ddpm"          # time and class only: "ddpm" (predict the noise) | "flow" (the velocity)
@@ -78,12 +79,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"the learning rate must be positive, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 
     @classmethod
     def denoiser(cls, **kw) -> "TrainConfig":
         """Report 5B §1.2.1: D = 128, batch 256, 5 epochs, Adam 1e-4, sigma = 0.5."""
         return cls(**{**dict(kind="denoiser", num_hiddens=128, epochs=5, batch_size=256, lr=1e-4,
-                             lr_decay=False, snapshot_epochs=(1,)), **kw})
+                             lr_schedule="constant", snapshot_epochs=(1,)), **kw})
 
     @classmethod
     def time_conditioned(cls, **kw) -> "TrainConfig":
@@ -120,7 +123,35 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """The config a checkpoint recorded (lists back to tuples); options it predates take their defaults."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        if "lr_decay" in d:                         # recorded before lr_schedule: lr_decay True or False
+            d["lr_schedule"] = "exponential" if d.pop("lr_decay") else "constant"
+        return cls(**d)
+
+
+LR_SCHEDULES = ("exponential", "constant", "one-cycle")
+WARMUP = 0.1                        # one-cycle: the first 10 % of the steps warm up
+
+
+def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Adam's rate for optimizer step `step` (0, 1, ...) of a run of cfg.epochs * steps_per_epoch steps.
+
+      exponential  the report's (5B §2.2) and the 2025 course's: cfg.lr * 0.1 ** (e / epochs) through epoch e
+                   (0, 1, ...), i.e. ExponentialLR(gamma = 0.1 ** (1 / epochs)) stepped after every epoch
+      constant     cfg.lr throughout (the denoiser of §1.2.1; the 2025 course's §2.6 "without the scheduler")
+      one-cycle    a linear warm-up from 0 over the first WARMUP of the steps, then a cosine from cfg.lr down to 0 at
+                   the last step (Smith & Topin 2019; the cosine of Loshchilov & Hutter 2017). The quick profile's:
+                   it narrows the spread from seed to seed of the 2-epoch DDPM (README: Profiles)
+    """
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "exponential":
+        return cfg.lr * 0.1 ** ((step // steps_per_epoch) / cfg.epochs)
+    k, total = step + 1, cfg.epochs * steps_per_epoch          # k: the optimizer steps taken once this one is
+    warm = max(1, int(WARMUP * total))
+    if k <= warm:
+        return cfg.lr * k / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (k - warm) / (total - warm)))
 
 
 def batch_loss(model: MNISTUNet, cfg: TrainConfig, x0: torch.Tensor, y: torch.Tensor,
@@ -160,7 +191,7 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
             convolutions with bf16, on GPUs and on bf16 CPUs), and torch.compile of the model (a minute of
             compiling first; the README's benchmarks say when either pays).
     Returns:
-        {"model", "optimizer", "scheduler", "epoch", "losses" (list of per-step floats), "config", "rng",
+        {"model", "optimizer", "epoch", "losses" (list of per-step floats), "config", "rng",
         "num_images"}, and "ema" (the averaged weights) when cfg.ema is set.
     Raises:
         FloatingPointError if the loss stops being finite (the last good checkpoint is kept); OSError if another
@@ -194,8 +225,6 @@ def _train(cfg, out_dir, images, labels, device, progress, channels_last, compil
     # fused: one kernel updates every parameter, instead of a Python loop over them (the same Adam; a D = 16
     # step on two CPU cores spends 1 ms in it instead of 3, of about 45)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
-    gamma = 0.1 ** (1.0 / cfg.epochs) if cfg.lr_decay else 1.0
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema else None
     state = {"epoch": 0, "losses": []}
@@ -216,7 +245,6 @@ def _train(cfg, out_dir, images, labels, device, progress, channels_last, compil
                              f"delete it or choose another --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["rng"].to(generator.get_state().device))
         if ema is not None:
             ema = {k: v.to(device) for k, v in state["ema"].items()}
@@ -241,6 +269,8 @@ def _train(cfg, out_dir, images, labels, device, progress, channels_last, compil
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss = batch_loss(forward, cfg, x0, labels[idx], generator, part, cfg.batch_size)
             optimizer.zero_grad(set_to_none=True)
+            for group in optimizer.param_groups:                          # the rate: a function of the step
+                group["lr"] = learning_rate(cfg, (epoch - 1) * steps + i, steps)
             loss.backward()                                               # DDP: gradients averaged over ranks
             optimizer.step()
             if ema is not None:
@@ -250,12 +280,10 @@ def _train(cfg, out_dir, images, labels, device, progress, channels_last, compil
                 value = float(epoch_losses[i])
                 _check_finite(value, epoch, i, path)
                 bar.set_postfix(loss=f"{value:.4f}")
-        scheduler.step()
         _check_finite(float(epoch_losses.sum()), epoch, steps - 1, path)
         losses += epoch_losses.tolist()
         state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch, "losses": losses, "config": dataclasses.asdict(cfg), "rng": generator.get_state(),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "losses": losses, "config": dataclasses.asdict(cfg), "rng": generator.get_state(),
             "num_images": N, **({"ema": ema} if ema is not None else {}),
         }
         if main:

@@ -33,8 +33,8 @@ def main(argv=None):
     runs = {"constant rate 1e-3 + EMA": rec.out / CHECKPOINT}
     scheduled = args.scheduled or Path(args.out) / part_b.TRAIN_STAGE["flow_class"] / CHECKPOINT
     if scheduled.exists():
-        part_b.trained_run(args, "flow_class", rec, scheduled)          # a one-line error if it is another model
-        runs = {"exponential decay (fm2_5)": scheduled, **runs}
+        run = part_b.trained_run(args, "flow_class", rec, scheduled)    # a one-line error if it is another model
+        runs = {f"{run.config.lr_schedule} schedule (fm2_5)": scheduled, **runs}
     else:
         rec.notes.append(f"no scheduled run at {scheduled} to compare with: run "
                          f"`{common.command(part_b.TRAIN_STAGE['flow_class'], args)}` first")

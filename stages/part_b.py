@@ -27,19 +27,20 @@ REPORT = {   # the report's hyperparameters (5B §1.2.1, §2.2, §2.4), and the 
     "pure_noise": TrainConfig.pure_noise_denoiser(),
     "flow_time": TrainConfig.flow_time_conditioned(),
     "flow_class": TrainConfig.flow_class_conditioned(),
-    "flow_class_no_scheduler": TrainConfig.flow_class_conditioned(lr=1e-3, lr_decay=False, ema=0.999),
+    "flow_class_no_scheduler": TrainConfig.flow_class_conditioned(lr=1e-3, lr_schedule="constant", ema=0.999),
 }
 QUICK = {   # the CPU profile: D = 16, several times faster than the report's D = 64; each lever measured (README)
     "denoiser": TrainConfig.denoiser(num_hiddens=16, epochs=2, lr=1e-3, snapshot_epochs=(1,)),
-    "time": TrainConfig.time_conditioned(num_hiddens=16, epochs=3, batch_size=64, lr=1e-2, ema=0.999,
-                                         snapshot_epochs=(1,)),
-    "class": TrainConfig.class_conditioned(num_hiddens=16, epochs=2, batch_size=64, lr=1e-2, ema=0.999,
-                                           snapshot_epochs=(1,)),
+    "time": TrainConfig.time_conditioned(num_hiddens=16, epochs=3, batch_size=64, lr=1e-2, lr_schedule="one-cycle",
+                                         ema=0.999, snapshot_epochs=(1,)),
+    "class": TrainConfig.class_conditioned(num_hiddens=16, epochs=2, batch_size=64, lr=1e-2, lr_schedule="one-cycle",
+                                           ema=0.999, snapshot_epochs=(1,)),
     "pure_noise": TrainConfig.pure_noise_denoiser(num_hiddens=16, epochs=2, lr=1e-3, snapshot_epochs=(1,)),
-    "flow_time": TrainConfig.flow_time_conditioned(num_hiddens=16, epochs=3, ema=0.999, snapshot_epochs=(1,)),
+    "flow_time": TrainConfig.flow_time_conditioned(num_hiddens=16, epochs=3, lr_schedule="one-cycle", ema=0.999,
+                                                   snapshot_epochs=(1,)),
     "flow_class": TrainConfig.flow_class_conditioned(num_hiddens=16, epochs=2, ema=0.999, snapshot_epochs=(1,)),
     "flow_class_no_scheduler": TrainConfig.flow_class_conditioned(num_hiddens=16, epochs=2, snapshot_epochs=(1,),
-                                                                  lr=1e-3, lr_decay=False, ema=0.999),
+                                                                  lr=1e-3, lr_schedule="constant", ema=0.999),
 }
 QUICK_IMAGES = {"denoiser": 10_000, "time": 60_000, "class": 60_000,   # --quick trains on the first N digits
                 "pure_noise": 10_000, "flow_time": 60_000, "flow_class": 60_000, "flow_class_no_scheduler": 60_000}

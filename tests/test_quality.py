@@ -37,7 +37,9 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     assert [(r["model"], r["epochs"], r["gamma"]) for r in curve] == [
         (m, e, g) for m in ("class", "flow_class") for e in (0.5, 2) for g in quality.CURVE_GAMMAS]
     assert [r["lever"] for r in levers] == ["base", "no EMA"]
-    assert [r["lr"] for r in rates] == [1e-2, 3e-3] and quality.part_b.QUICK["class"].lr == 1e-2
+    assert [(r["lr"], r["lr_schedule"]) for r in rates] == [(1e-2, "one-cycle"), (1e-2, "exponential"),
+                                                            (3e-3, "exponential")]
+    assert quality.part_b.QUICK["class"].lr == 1e-2 and quality.part_b.QUICK["class"].lr_schedule == "one-cycle"
     same = [k for k in levers[0] if k not in ("bench", "lever")]  # the profile's rate is the base lever's run
     assert {k: rates[0][k] for k in same} == {k: levers[0][k] for k in same}
     assert [(r["model"], r["lever"]) for r in time_only] == [
@@ -59,7 +61,7 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same model and noise give the same samples: the judges' figures of a rerun are equal
     checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
-    assert len(checkpoints) == 4 + 1 + 1 + 4   # "base" and the rate 1e-2 are the curve's class model at 2 epochs
+    assert len(checkpoints) == 4 + 1 + 2 + 4   # "base" and the profile's rate are the curve's class model at 2 epochs
     again = quality.main(["all", "--out", str(tmp_path / "runs")])
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints           # nothing retrained
     assert again == rows

@@ -78,7 +78,7 @@ def test_flow_matching_pipeline_runs_in_order_and_writes_every_figure(out):
     s = torch.load(out / "fm2_3_sample_time_conditioned" / "samples.pt", weights_only=True)
     assert s["images"].shape == (10, 1, 28, 28) and "labels" not in s
     metrics = json.loads((out / "fm2_6_1_without_the_scheduler" / "metrics.json").read_text())
-    assert list(metrics) == ["exponential decay (fm2_5)", "constant rate 1e-3 + EMA"]      # side by side
+    assert list(metrics) == ["exponential schedule (fm2_5)", "constant rate 1e-3 + EMA"]      # side by side
     assert all(m["n"] == 10 for m in metrics.values())
     assert json.loads((out / "fm2_3_sample_time_conditioned" / "metrics.json").read_text())["epoch1"]["n"] == 10
     metrics = json.loads((out / "fm2_7_flow_vs_ddpm" / "metrics.json").read_text())

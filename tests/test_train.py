@@ -1,4 +1,6 @@
 """Part B training: the loss goes down on real digits, resuming equals an uninterrupted run, damage is reported."""
+import math
+
 import pytest
 import torch
 
@@ -28,7 +30,8 @@ def test_loss_goes_down_on_real_digits(tmp_path, subset, kind, objective):
     assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pt", "model_epoch1.pt", "model_epoch3.pt"}
 
 
-@pytest.mark.parametrize("cfg", [tiny(), tiny(objective="flow", ema=0.99)], ids=["ddpm", "flow with EMA"])
+@pytest.mark.parametrize("cfg", [tiny(), tiny(objective="flow", ema=0.99, lr_schedule="one-cycle")],
+                         ids=["ddpm", "flow with EMA, one-cycle"])
 def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, subset, monkeypatch, cfg):
     straight = train(cfg, tmp_path / "a", *subset, progress=False)
 
@@ -196,11 +199,33 @@ def test_ema_is_the_warmed_up_moving_average_and_load_model_returns_it(tmp_path,
 
 
 def test_a_checkpoint_from_before_the_new_options_still_loads_and_resumes(tmp_path, subset):
-    """Checkpoints written before objective / pure_noise / ema existed lack them: they take the defaults."""
+    """Checkpoints written before objective / pure_noise / ema existed lack them: they take the defaults. Before
+    lr_schedule they said lr_decay (True: the exponential decay) and kept an ExponentialLR's state."""
     train(tiny(epochs=1), tmp_path, *subset, progress=False)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    for key in ("objective", "pure_noise", "ema"):
+    for key in ("objective", "pure_noise", "ema", "lr_schedule"):
         del state["config"][key]
+    state["config"]["lr_decay"] = True
+    state["scheduler"] = {"gamma": 0.1 ** 0.5, "base_lrs": [1e-3], "last_epoch": 1}
     torch.save(state, tmp_path / "checkpoint.pt")
     assert load_model(tmp_path / "checkpoint.pt").config.kind == "class"
     assert train(tiny(epochs=1), tmp_path, *subset, progress=False)["epoch"] == 1        # the same run: accepted
+
+
+def test_learning_rate_schedules():
+    steps = 10                                              # per epoch; 3 epochs
+    lrs = {name: [train_mod.learning_rate(tiny(epochs=3, lr=1e-2, lr_schedule=name), k, steps) for k in range(30)]
+           for name in train_mod.LR_SCHEDULES}
+    assert lrs["constant"] == [1e-2] * 30
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-2)       # the report's ExponentialLR, stepped
+    decay = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.1 ** (1 / 3))  # after each epoch: the oracle
+    for epoch in range(3):
+        assert lrs["exponential"][epoch * steps:(epoch + 1) * steps] == pytest.approx([decay.get_last_lr()[0]] * steps)
+        opt.step()
+        decay.step()
+    one = lrs["one-cycle"]                                  # warm-up 3 steps (10 % of 30), then a cosine to 0
+    assert one[:3] == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2])
+    assert one[3 + 27 // 2] == pytest.approx(0.5e-2 * (1 + math.cos(math.pi * 14 / 27)))
+    assert all(a > b for a, b in zip(one[2:], one[3:])) and one[-1] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        tiny(lr_schedule="cosine")

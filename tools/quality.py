@@ -12,8 +12,9 @@ CNN's class accuracy, the MLP's beside it, and the Fréchet distance over its re
 - levers: the quick class DDPM model with one setting changed at a time, sampled at gamma = 5.
 - interval: the two-epoch class models of the curve at gamma = 5 guided at every step, and only below the noise
   fractions 0.8 and 0.6 (guidance in a limited interval, Kynkaanniemi et al. 2024; `--guide-below`).
-- rate: the quick class DDPM model at its Adam rate 1e-2 and at 3e-3, sampled at gamma = 5: run it with several
-  --seed values (each seed its own training and noise) to see the spread from seed to seed.
+- rate: the quick class DDPM model with its one-cycle schedule to Adam 1e-2, and with the report's per-epoch decay
+  from 1e-2 and from 3e-3 (train.learning_rate), sampled at gamma = 5: run it with several --seed values (each seed
+  its own training and noise) to see the spread from seed to seed.
 - time: the quick time-only DDPM and flow models (nothing to guide: the judges' confidence and the Fréchet
   distance) as the profile trains them, for twice the epochs, and twice as wide.
 
@@ -54,7 +55,11 @@ LEVERS = {                          # name -> changes to the quick class DDPM mo
     "1 epoch, Adam 1e-3 (the report's rate)": {"epochs": 1, "lr": 1e-3},
 }
 
-RATES = {"Adam 1e-2 (the quick profile)": {}, "Adam 3e-3": {"lr": 3e-3}}   # the rate bench: its peak Adam rate
+RATES = {                           # the rate bench: the quick class DDPM's Adam rate and its schedule
+    "one-cycle to Adam 1e-2 (the quick profile)": {},
+    "Adam 1e-2 decayed per epoch (the report's schedule)": {"lr_schedule": "exponential"},
+    "Adam 3e-3 decayed per epoch": {"lr": 3e-3, "lr_schedule": "exponential"},
+}
 GUIDE_BELOW = (1.0, 0.8, 0.6)        # the interval bench: CFG only where the noise fraction is at most this
 TIME_LEVERS = {                     # name -> changes to the quick time-only models' TrainConfig (DDPM and flow)
     "3 epochs (D = 16, batch 64, Adam 1e-2 decayed, EMA 0.999)": {},
@@ -136,7 +141,7 @@ def class_ddpm(bench: str, settings: dict, out: Path, judges: evaluate.Judges, s
     rows = []
     for lever, changes in settings.items():
         cfg = quick("class", seed, device, **changes)
-        row = {"bench": bench, "lever": lever, "lr": cfg.lr, "seed": seed,
+        row = {"bench": bench, "lever": lever, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "seed": seed,
                **point(cfg, IMAGES, ddpm.GAMMA, out, judges, seed, device)}
         print(row, flush=True)
         rows.append(row)
