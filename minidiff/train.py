@@ -14,12 +14,13 @@ An exponential moving average of the weights (cfg.ema, Polyak & Juditsky 1992) i
 checkpoints and snapshots hold both, resuming restores both, and load_model returns the average.
 
 Work is never lost: after every epoch `checkpoint.pt` (model, optimizer, RNG state, epoch, loss history, config;
-the learning rate is a function of the step, learning_rate) is written atomically; rerunning the same call resumes after the last completed epoch and
-gives the same result as an uninterrupted run. Snapshots `model_epoch{e}.pt` keep the weights of chosen epochs. The
-snapshot of epoch e is written BEFORE the checkpoint of epoch e: a death between the two makes the rerun redo epoch
-e (bit-identically) and write both; a missing snapshot of the checkpoint's own epoch is rewritten from it on resume.
-`training_run(checkpoint)` lists what a run has written so far. One trainer at a time holds a folder (training.lock
-with its PID, released when the process ends however it ends).
+the learning rate is a function of the step: learning_rate) is written atomically; rerunning the same call resumes
+after the last completed epoch and gives the same result as an uninterrupted run. Snapshots `model_epoch{e}.pt`
+keep the weights of chosen epochs. The snapshot of epoch e is written BEFORE the checkpoint of epoch e: a death
+between the two makes the rerun redo epoch e (bit-identically) and write both; a missing snapshot of the
+checkpoint's own epoch is rewritten from it on resume. `training_run(checkpoint)` lists what a run has written so
+far. One trainer at a time holds a folder (training.lock with its PID, released when the process ends however it
+ends).
 
 Under torchrun (WORLD_SIZE > 1) the same call trains data-parallel (distributed.py): the global batch, learning
 rate and random draws are the report's, each rank computes its slice of every global batch, and rank 0 alone
@@ -140,8 +141,8 @@ def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
                    (0, 1, ...), i.e. ExponentialLR(gamma = 0.1 ** (1 / epochs)) stepped after every epoch
       constant     cfg.lr throughout (the denoiser of §1.2.1; the 2025 course's §2.6 "without the scheduler")
       one-cycle    a linear warm-up from 0 over the first WARMUP of the steps, then a cosine from cfg.lr down to 0 at
-                   the last step (Smith & Topin 2019; the cosine of Loshchilov & Hutter 2017). The quick profile's:
-                   it narrows the spread from seed to seed of the 2-epoch DDPM (README: Profiles)
+                   the last step (Smith & Topin 2019; the cosine of Loshchilov & Hutter 2017). The quick profile's
+                   (README: The learning-rate schedule): it narrows the spread from seed to seed of the 2-epoch DDPM
     """
     if cfg.lr_schedule == "constant":
         return cfg.lr
@@ -283,8 +284,9 @@ def _train(cfg, out_dir, images, labels, device, progress, channels_last, compil
         _check_finite(float(epoch_losses.sum()), epoch, steps - 1, path)
         losses += epoch_losses.tolist()
         state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "losses": losses, "config": dataclasses.asdict(cfg), "rng": generator.get_state(),
-            "num_images": N, **({"ema": ema} if ema is not None else {}),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "losses": losses,
+            "config": dataclasses.asdict(cfg), "rng": generator.get_state(), "num_images": N,
+            **({"ema": ema} if ema is not None else {}),
         }
         if main:
             if _keeps(cfg, epoch):

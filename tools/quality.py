@@ -47,7 +47,7 @@ IMAGES = 60_000                     # every training digit, as the quick profile
 CURVE = ((1, 30_000), (1, 60_000), (2, 60_000))   # (epochs, training digits): half an epoch, one, two
 CURVE_GAMMAS = (3.0, 5.0)
 LEVERS = {                          # name -> changes to the quick class DDPM model's TrainConfig
-    "2 epochs (D = 16, batch 64, Adam 1e-2 decayed, EMA 0.999)": {},
+    "2 epochs (D = 16, batch 64, one-cycle to Adam 1e-2, EMA 0.999)": {},
     "D = 8, 2 epochs": {"num_hiddens": 8},
     "batch 128 (the report's), 2 epochs": {"batch_size": 128},
     "1 epoch": {"epochs": 1},
@@ -62,7 +62,7 @@ RATES = {                           # the rate bench: the quick class DDPM's Ada
 }
 GUIDE_BELOW = (1.0, 0.8, 0.6)        # the interval bench: CFG only where the noise fraction is at most this
 TIME_LEVERS = {                     # name -> changes to the quick time-only models' TrainConfig (DDPM and flow)
-    "3 epochs (D = 16, batch 64, Adam 1e-2 decayed, EMA 0.999)": {},
+    "3 epochs (D = 16, batch 64, one-cycle to Adam 1e-2, EMA 0.999)": {},
     "6 epochs": {"epochs": 6},
     "D = 32, 3 epochs": {"num_hiddens": 32},
 }
