@@ -16,7 +16,8 @@ CNN's class accuracy, the MLP's beside it, and the Fréchet distance over its re
   from 1e-2 and from 3e-3 (train.learning_rate), sampled at gamma = 5: run it with several --seed values (each seed
   its own training and noise) to see the spread from seed to seed.
 - time: the quick time-only DDPM and flow models (nothing to guide: the judges' confidence and the Fréchet
-  distance) as the profile trains them, for twice the epochs, and twice as wide.
+  distance) as the profile trains them, with the courses' per-epoch decay instead of one-cycle, for twice the
+  epochs, and twice as wide.
 
 Runs are cached in --out (default outputs/quality/): a rerun reuses finished trainings, their timings and their
 judged samples, so an interrupted run loses at most the training in progress. The numbers depend on the machine;
@@ -63,6 +64,7 @@ RATES = {                           # the rate bench: the quick class DDPM's Ada
 GUIDE_BELOW = (1.0, 0.8, 0.6)        # the interval bench: CFG only where the noise fraction is at most this
 TIME_LEVERS = {                     # name -> changes to the quick time-only models' TrainConfig (DDPM and flow)
     "3 epochs (D = 16, batch 64, one-cycle to Adam 1e-2, EMA 0.999)": {},
+    "3 epochs, Adam 1e-2 decayed per epoch (the courses' schedule)": {"lr_schedule": "exponential"},
     "6 epochs": {"epochs": 6},
     "D = 32, 3 epochs": {"num_hiddens": 32},
 }
