@@ -58,7 +58,7 @@ LEVERS = {                          # name -> changes to the quick class DDPM mo
 
 RATES = {                           # the rate bench: the quick class DDPM's Adam rate and its schedule
     "one-cycle to Adam 1e-2 (the quick profile)": {},
-    "Adam 1e-2 decayed per epoch (the report's schedule)": {"lr_schedule": "exponential"},
+    "Adam 1e-2 decayed per epoch (the courses' schedule)": {"lr_schedule": "exponential"},
     "Adam 3e-3 decayed per epoch": {"lr": 3e-3, "lr_schedule": "exponential"},
 }
 GUIDE_BELOW = (1.0, 0.8, 0.6)        # the interval bench: CFG only where the noise fraction is at most this
