@@ -7,6 +7,7 @@ What Part B's DDPMs need beside the UNet (mnist_unet.py) and the training loop (
     one_hot             the class vector c; the digit -1 is "no class", the all-zero vector         (5B §2.4)
     estimator           a trained UNet as a noise estimator, model_fn(x_t, t, cond) -> (eps_hat, None)
     sample              Algorithm 2 (every t, sigma_t^2 = beta_t), with CFG [A.4] gamma = 5         (5B §2.3, §2.4)
+                        (and beyond the report: autoguided by a less-trained snapshot, Karras et al. 2024)
 
 The UNet sees digits in [0, 1] (the report's range) and the timestep as t / T. The all-zero class vector is the
 unconditional input that classifier-free guidance needs (Ho & Salimans 2022): training drops the class with
@@ -20,7 +21,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .guidance import cfg, conditional, limited
+from .guidance import autoguidance, cfg, conditional, limited
 from .mnist_unet import MNISTUNet
 from .sampling import StepFn, ddpm_timesteps, iterative_denoise, reverse_step
 from .schedule import NoiseSchedule
@@ -89,8 +90,8 @@ def guided_estimator(model: MNISTUNet, digits: Optional[torch.Tensor] = None, ga
 @torch.no_grad()
 def sample(model: MNISTUNet, x_T: torch.Tensor, digits: Optional[torch.Tensor] = None, gamma: float = GAMMA,
            generator: Optional[torch.Generator] = None, timesteps: Optional[list[int]] = None,
-           step: StepFn = reverse_step, callback=None, progress: bool = False, guide_below: float = 1.0
-           ) -> torch.Tensor:
+           step: StepFn = reverse_step, callback=None, progress: bool = False, guide_below: float = 1.0,
+           autoguide: Optional[tuple[MNISTUNet, float]] = None) -> torch.Tensor:
     """Algorithm 2 of Ho et al. 2020 (report 5B §2.3), with CFG when digits are given (§2.4): from x_T through every
     t = T-1, ..., 0, x_{t-1} = [A.3](x_t, x0_hat) + sqrt(beta_t) z, with z = 0 at the last step.
 
@@ -102,10 +103,15 @@ def sample(model: MNISTUNet, x_T: torch.Tensor, digits: Optional[torch.Tensor] =
         timesteps, step: the loop's schedule and update rule; default every timestep with reverse_step (DDPM), or
             e.g. spaced_timesteps(T, 10) with ddim_step.
         callback, progress: as in sampling.iterative_denoise.
+        autoguide: (bad_model, w): guide by a worse model of the same kind, e.g. an earlier snapshot of the run,
+            eps_bad + w (eps - eps_bad) (guidance.autoguidance); None, the report's, samples the model alone.
     Returns:
         (N, 1, 28, 28) in [0, 1]: clamped for display (the loop itself never clamps).
     """
-    x0 = iterative_denoise(guided_estimator(model, digits, gamma, guide_below), SCHEDULE, x_T,
-                           timesteps or ddpm_timesteps(NUM_STEPS), step=step, generator=generator,
-                           callback=callback, progress=progress)
+    eps_fn = guided_estimator(model, digits, gamma, guide_below)
+    if autoguide is not None:
+        bad_model, w = autoguide
+        eps_fn = autoguidance(eps_fn, guided_estimator(bad_model, digits, gamma, guide_below), w)
+    x0 = iterative_denoise(eps_fn, SCHEDULE, x_T, timesteps or ddpm_timesteps(NUM_STEPS), step=step,
+                           generator=generator, callback=callback, progress=progress)
     return x0.clamp(0, 1)

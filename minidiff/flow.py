@@ -7,7 +7,8 @@ What the flow-matching models need beside the UNet (mnist_unet.py) and the one t
     estimator           a trained UNet as a velocity estimator, model_fn(x_t, t, cond) -> (u_hat, None)
     guided_estimator    CFG on the velocity, u = u_u + gamma (u_c - u_u), gamma = 5 (Ho & Salimans 2022 for eps)
     sample              Euler from t = 0 to 1 in N steps, x <- x + (1 / N) u (course: N = 50 time-only, 300 class),
-                        or Heun's second-order steps
+                        or Heun's second-order steps; optionally autoguided by a less-trained snapshot
+                        (Karras et al. 2024; beyond the course)
 
 The course calls the noise x0 and the digit x1 (t = 0 is noise, t = 1 is data: the other way round from DDPM's t,
 and from some libraries). The code names the noise eps, as everywhere else in minidiff. Unlike DDPM's eps_theta, the
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .ddpm import one_hot
-from .guidance import cfg, conditional, limited
+from .guidance import autoguidance, cfg, conditional, limited
 from .mnist_unet import MNISTUNet
 from .sampling import euler_step, flow_times, heun, iterative_denoise
 from .schedule import FlowPath
@@ -86,7 +87,8 @@ def guided_estimator(model: MNISTUNet, digits: Optional[torch.Tensor] = None, ga
 @torch.no_grad()
 def sample(model: MNISTUNet, x0: torch.Tensor, digits: Optional[torch.Tensor] = None, gamma: float = GAMMA,
            num_steps: Optional[int] = None, second_order: bool = False, callback=None,
-           progress: bool = False, guide_below: float = 1.0) -> torch.Tensor:
+           progress: bool = False, guide_below: float = 1.0,
+           autoguide: Optional[tuple[MNISTUNet, float]] = None) -> torch.Tensor:
     """Integrate the learned velocity from the noise x0 at t = 0 to the digits at t = 1 (the course's sampler):
     Euler, x <- x + (1 / N) u_theta(x, t) for t = 0, 1/N, ..., (N-1)/N; or Heun (second_order, two model calls a
     step but the last). With digits, CFG on the velocity (gamma). No noise is drawn: the sample is a function of x0.
@@ -97,10 +99,15 @@ def sample(model: MNISTUNet, x0: torch.Tensor, digits: Optional[torch.Tensor] = 
             where 1 - t <= guide_below (guided_estimator).
         num_steps: N, default the course's (50 for the time-only model, 300 for the class model).
         callback, progress: as in sampling.iterative_denoise.
+        autoguide: (bad_model, w): guide by a worse model of the same kind, e.g. an earlier snapshot of the run,
+            u_bad + w (u - u_bad) (guidance.autoguidance); None, the course's, integrates the model alone.
     Returns:
         (N, 1, 28, 28) in [0, 1]: clamped for display (the integration itself never clamps).
     """
     u_fn = guided_estimator(model, digits, gamma, guide_below)
+    if autoguide is not None:
+        bad_model, w = autoguide
+        u_fn = autoguidance(u_fn, guided_estimator(bad_model, digits, gamma, guide_below), w)
     n = num_steps or NUM_STEPS[model.config.kind]
     x1 = iterative_denoise(u_fn, PATH, x0, flow_times(1.0 / n), step=heun(u_fn) if second_order else euler_step,
                            callback=callback, progress=progress)

@@ -12,12 +12,14 @@ and the functions here bind conditionings to it:
     conditional   eps_theta(x_t, t, c)
     cfg           [A.4]  eps_u + gamma (eps_c - eps_u)                               (Ho & Salimans 2022)
     limited       CFG at some steps only, the conditional estimate at the others     (Kynkaanniemi et al. 2024)
+    autoguidance  eps_bad + w (eps - eps_bad): a model guided by a worse version of it (Karras et al. 2024)
     anagram       §1.8   mean_i view_i^-1( eps_i(view_i(x_t)) )                       (Geng et al. 2024, Visual Anagrams)
     hybrid        §1.10  lowpass(eps_1(x_t)) + highpass(eps_2(x_t))                   (Geng et al. 2024, Factorized Diffusion)
 
 Each combinator makes exactly ONE batched call of model_fn per step, whatever the number of branches (views,
-prompts, CFG's conditional/unconditional pair), so the cost is one forward of a bigger batch. With CFG, every
-branch's estimate is its own CFG estimate, and IF's variance channels v_hat come from the conditional branch.
+prompts, CFG's conditional/unconditional pair), so the cost is one forward of a bigger batch (autoguidance, which
+combines two models, calls each once). With CFG, every branch's estimate is its own CFG estimate, and IF's
+variance channels v_hat come from the conditional branch.
 
 The classical denoiser of §1.2 (a Gaussian blur) lives here too: the hybrid's low-pass filter is the same blur.
 """
@@ -72,6 +74,26 @@ def limited(guided, plain, inside: Callable[[int | float], bool]):
     def eps_fn(x_t: torch.Tensor, t: int | float):
         return (guided if inside(t) else plain)(x_t, t)
     return eps_fn
+
+
+def autoguidance(eps_fn, bad_fn, w: float):
+    """Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", §3):
+
+        eps_hat = eps_bad + w (eps - eps_bad)
+
+    CFG's formula [A.4] with a worse model of the same conditioning in the unconditional branch's place: here the
+    same run's first snapshot, less trained (the paper's bad models are also smaller). w = 1 is the main model alone.
+    Why it helps: both models err in the same directions, the bad one more, so their difference points away from
+    those errors (half-formed strokes), toward the data. CFG's unconditional branch differs in more than its errors
+    (it lacks the class), so CFG also pulls each sample toward its class's typical shape, at a cost in variety. This
+    needs no class: it is the guidance a time-only model can have. The weights w and 1 - w sum to 1, so mixing the
+    noises mixes the x0 estimates (Karras et al.'s D) alike, and velocities too. Two models: two forwards a step,
+    not one batch. IF's v_hat comes from the main model.
+    """
+    def guided(x_t: torch.Tensor, t: int | float):
+        (eps_hat, v_hat), (eps_bad, _) = eps_fn(x_t, t), bad_fn(x_t, t)
+        return eps_bad + w * (eps_hat - eps_bad), v_hat
+    return guided
 
 
 def _branches(model_fn: CondEpsFn, xs: Sequence[torch.Tensor], conds: Sequence[torch.Tensor], t: int,

@@ -54,6 +54,8 @@ EVAL_PER_DIGIT = 100       # the class models' metrics: 1000 samples ...
 QUICK_EVAL_PER_DIGIT = 20  # ... and 200 with --quick
 QUICK_FLOW_STEPS = 50      # --quick: Euler 50 for the class flow model, not the course's 300 (its paths are nearly
                            # straight: 50 and 300 steps measured the same accuracy and Fréchet distance, README)
+AUTOGUIDANCE_W = 3.0       # beyond the courses: the time-only models' last snapshot guided by their first, with this w
+                           # (guidance.autoguidance; measured on the quick models, README: "Autoguidance")
 
 
 def flow_class_steps(args: argparse.Namespace) -> int:
@@ -208,6 +210,9 @@ def add_sampling_args(p: argparse.ArgumentParser, train_stage: str, gamma: float
     if gamma is None:
         p.add_argument("--num-samples", type=common.integer(1), help=f"samples for the metrics (default {10 * EVAL_PER_DIGIT}, "
                                                        f"quick {10 * QUICK_EVAL_PER_DIGIT}); the figures show 40")
+        p.add_argument("--autoguidance", type=common.real(1), default=AUTOGUIDANCE_W,
+                       help="also sample the last snapshot guided by the run's first, eps_bad + w (eps - eps_bad), with "
+                            "this w (Karras et al. 2024; default %(default)s; 1: skip it)")
     else:
         p.add_argument("--gamma", type=common.real(0), default=gamma, help="classifier-free guidance scale")
         p.add_argument("--guide-below", type=common.real(0, 1), default=1.0,
@@ -225,15 +230,16 @@ def interval_title(args: argparse.Namespace) -> str:
     return f", guided below noise {args.guide_below:g}" if args.guide_below < 1 else ""
 
 
-def snapshots_to_sample(args: argparse.Namespace, model: str, rec: common.Record) -> tuple[list, set]:
-    """The run's snapshots a sampling stage samples (all, or --epoch), and those it measures (quick: the last)."""
-    snapshots = trained_run(args, model, rec, args.checkpoint).weights              # first: fail fast without a model
+def snapshots_to_sample(args: argparse.Namespace, model: str, rec: common.Record) -> tuple[list, set, list]:
+    """The run's snapshots a sampling stage samples (all, or --epoch), those it measures (quick: the last), and all the
+    run's snapshots [(epoch, weights file)]."""
+    weights = snapshots = trained_run(args, model, rec, args.checkpoint).weights    # first: fail fast without a model
     if args.epoch is not None:
         epochs = [e for e, _ in snapshots]
         if args.epoch not in epochs:
             raise ValueError(f"no snapshot of epoch {args.epoch}; this run has epochs {epochs}")
         snapshots = [snapshots[epochs.index(args.epoch)]]
-    return snapshots, ({snapshots[-1][0]} if args.quick else {e for e, _ in snapshots})
+    return snapshots, ({snapshots[-1][0]} if args.quick else {e for e, _ in snapshots}), weights
 
 
 def sample_time_model(args: argparse.Namespace, rec: common.Record, model: str, draw, steps: int,
@@ -241,14 +247,36 @@ def sample_time_model(args: argparse.Namespace, rec: common.Record, model: str, 
     """§2.3 of either course: samples of every snapshot (or --epoch) of the time-only run of `model`, their GIFs, the
     quality of a larger batch (--num-samples; quick: the last snapshot only): the judges' confidence and the Fréchet
     distance (a time-only model asks for no digit); metrics.json, and samples.pt of the last."""
-    snapshots, measured = snapshots_to_sample(args, model, rec)
+    snapshots, measured, weights = snapshots_to_sample(args, model, rec)
     judged = judges(args, rec)
     n = args.num_samples or 10 * (QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT)
     images, _ = sample_snapshots(args, rec, snapshots, draw, steps, title, judged=judged, measured=measured,
                                  batch_for=lambda e: (n if e in measured else 40, None))
+    (first, bad_path), (last, main_path) = weights[0], snapshots[-1]
+    if args.autoguidance > 1 and first < last:                    # a run with one snapshot has no earlier one
+        autoguided(args, rec, images, draw, (main_path, last), (bad_path, first), judged)
     rec.write_metrics()
     rec.wrote(save_samples(rec.out / "samples.pt", images))
     return rec
+
+
+def autoguided(args: argparse.Namespace, rec: common.Record, unguided: torch.Tensor, draw, main: tuple, bad: tuple,
+               judged: evaluate.Judges) -> None:
+    """Beyond the courses: the samples of the `main` (weights file, epoch) snapshot again, from the same noise,
+    autoguided by the less-trained `bad` one (guidance.autoguidance, w = --autoguidance): autoguided.png beside the
+    `unguided` samples (N, 1, 28, 28), and the metrics of all N (rec.metrics["epoch{e}_autoguided"])."""
+    (path, epoch), (bad_path, bad_epoch), w = main, bad, args.autoguidance
+    dev = common.device(args.device)
+    gen = common.generator(args.seed, dev)
+    x_T = torch.randn(unguided.shape, generator=gen, device=dev)        # the unguided samples' noise (sample_snapshots)
+    images = draw(load_model(path, dev), x_T, None, gen, None, autoguide=(load_model(bad_path, dev), w))
+    label = f"epoch {epoch} autoguided by epoch {bad_epoch}, w = {w:g}"
+    m = evaluate.evaluate_samples(judged, images, None)
+    rec.notes.append(f"{label}: {m}")
+    rec.metrics[f"epoch{epoch}_autoguided"] = {**m.__dict__, "w": w, "bad_epoch": bad_epoch}
+    rec.wrote(viz.save_table([[viz.tile(unguided[:40], nrow=10), viz.tile(images[:40], nrow=10)]],
+                             rec.out / "autoguided.png", col_titles=[f"epoch {epoch}", label], cell_inches=4.0,
+                             title="autoguidance (Karras et al. 2024): the same noise, guided by an earlier snapshot"))
 
 
 def sample_class_model(args: argparse.Namespace, rec: common.Record, model: str, draw, steps: int,
@@ -256,7 +284,7 @@ def sample_class_model(args: argparse.Namespace, rec: common.Record, model: str,
     """Report 5B §2.4, 2025 course §2.6: for every snapshot (or --epoch) of the class-conditioned run of `model`,
     4 samples of each digit and their GIF, from a larger batch (--per-digit of each) whose quality the independent
     classifiers measure (quick: the last snapshot only); metrics.json, and samples.pt of the last."""
-    snapshots, measured = snapshots_to_sample(args, model, rec)
+    snapshots, measured, _ = snapshots_to_sample(args, model, rec)
     judged = judges(args, rec)
     per_digit = args.per_digit or (QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT)
 

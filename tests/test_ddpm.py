@@ -89,3 +89,24 @@ def test_loss_is_algorithm_1_and_one_hot_has_no_class():
     with torch.no_grad():
         want = F.mse_loss(model(x_t, t / 300, c), eps)
         torch.testing.assert_close(ddpm.loss(model, x0, t, eps, c), want)
+
+
+def test_autoguided_sampler_is_algorithm_2_on_the_extrapolated_noise():
+    """ddpm.sample(..., autoguide=(bad, w)) for a time-only model against Algorithm 2 written out with
+    eps_hat = eps_bad + w (eps - eps_bad) (Karras et al. 2024), the same noise."""
+    torch.manual_seed(2)
+    main, bad = (MNISTUNet(MNISTUNetConfig(num_hiddens=8, kind="time")).eval() for _ in range(2))
+    g = torch.Generator().manual_seed(3)
+    ours = ddpm.sample(main, torch.randn(2, 1, 28, 28, generator=g), generator=g, autoguide=(bad, 2.0))
+    s, T = ddpm.SCHEDULE, ddpm.NUM_STEPS
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 1, 28, 28, generator=g)
+    with torch.no_grad():
+        for t in range(T - 1, -1, -1):
+            tt = torch.full((2,), t / T)
+            eps, eps_bad = main(x, tt), bad(x, tt)
+            z = torch.randn(x.shape, generator=g) if t > 0 else torch.zeros_like(x)
+            x = algorithm2_step(s.betas, t, x.double(), (eps_bad + 2.0 * (eps - eps_bad)).double(), z.double()).float()
+    assert torch.allclose(ours, x.clamp(0, 1), atol=1e-4)
+    unguided = ddpm.sample(main, torch.randn(2, 1, 28, 28, generator=g.manual_seed(3)), generator=g)
+    assert (ours - unguided).abs().max() > 1e-3                                     # the guidance matters here

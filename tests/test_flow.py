@@ -139,6 +139,26 @@ def test_sample_is_euler_through_the_loop_and_deterministic(class_flow):
     assert flow.sample(class_flow, x0, digits, num_steps=5, second_order=True).shape == (2, 1, 28, 28)
 
 
+def test_autoguided_sample_is_euler_on_the_extrapolated_velocity():
+    """flow.sample(..., autoguide=(bad, w)) against a hand-written Euler loop on u_bad + w (u - u_bad) (Karras et al.
+    2024), for a time-only model guided by another one; a bad model equal to the main one changes nothing."""
+    torch.manual_seed(4)
+    main = MNISTUNet(MNISTUNetConfig(num_hiddens=8, kind="time", time_injection="multiply")).eval()
+    bad = MNISTUNet(MNISTUNetConfig(num_hiddens=8, kind="time", time_injection="multiply")).eval()
+    x0 = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    ours = flow.sample(main, x0, num_steps=4, autoguide=(bad, 3.0))
+    x = x0.clone()
+    with torch.no_grad():
+        for k in range(4):
+            t = torch.full((2,), k / 4)
+            u, u_bad = main(x, t), bad(x, t)
+            x = x + (1 / 4) * (u_bad + 3.0 * (u - u_bad))
+    torch.testing.assert_close(ours, x.clamp(0, 1), rtol=1e-5, atol=1e-5)
+    assert (ours - flow.sample(main, x0, num_steps=4)).abs().max() > 1e-3           # the guidance matters here
+    torch.testing.assert_close(flow.sample(main, x0, num_steps=4, autoguide=(main, 3.0)),
+                               flow.sample(main, x0, num_steps=4), rtol=0, atol=0)
+
+
 def test_guide_below_skips_cfg_while_the_noise_fraction_1_minus_t_is_above_it():
     """guide_below = 0.6 with 10 Euler steps: t = 0, 0.1, 0.2, 0.3 (noise fraction 1 - t > 0.6) take the
     conditional velocity, t = 0.4 ... 0.9 the guided one."""

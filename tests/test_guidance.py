@@ -1,5 +1,6 @@
 """Combinators over noise estimators: CFG [A.4], views and anagrams (§1.8), blur and hybrids (§1.2, §1.10)."""
 import ast
+import math
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,26 @@ def test_limited_guides_inside_the_interval_only(conds):
         torch.testing.assert_close(eps, want[0])
         torch.testing.assert_close(v, want[1])
         assert m.calls == [2 * B if t <= 600 else B, 2 * B if t <= 600 else B]     # ours, then the reference
+
+
+def test_autoguidance_extrapolates_from_the_bad_model_and_mixes_x0_alike(conds):
+    """Karras et al. 2024: eps_bad + w (eps - eps_bad); w = 1 is the main model, w = 0 the bad one. The weights w and
+    1 - w sum to 1, so the x0 estimate of the mix, (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar), is the same mix
+    of the two models' x0 estimates (their D). v_hat is the main model's; one call of each model a step."""
+    c, _, _ = conds
+    main, bad, x = ToyModel(), ToyModel(), rand(B, C, H, W, seed=4)
+    bad.w = rand(C, C, 3, 3, seed=7) / 9                                   # another (worse) model
+    eps_m, v_m = main(x, 7, c.expand(B, -1))
+    eps_b, _ = bad(x, 7, c.expand(B, -1))
+    main.calls.clear(), bad.calls.clear()
+    a = 0.3                                                                # some alpha_bar_t
+    x0 = lambda eps: (x - math.sqrt(1 - a) * eps) / math.sqrt(a)            # [A.1] solved for x0
+    for w, want in ((1.0, eps_m), (0.0, eps_b), (2.0, eps_b + 2 * (eps_m - eps_b))):
+        eps, v = G.autoguidance(G.conditional(main, c), G.conditional(bad, c), w)(x, 7)
+        torch.testing.assert_close(eps, want)
+        torch.testing.assert_close(v, v_m)
+        torch.testing.assert_close(x0(eps), x0(eps_b) + w * (x0(eps_m) - x0(eps_b)))
+    assert main.calls == bad.calls == [B] * 3
 
 
 VIEWS = [G.identity(), G.patch_permute(8, seed=3)] + [G.view(name, H) for name in G.VIEWS]   # every --view too

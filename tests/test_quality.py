@@ -19,6 +19,7 @@ def tiny(monkeypatch):
     monkeypatch.setattr(quality, "LEVERS", {"base": {}, "no EMA": {"ema": 0.0}})
     monkeypatch.setattr(quality, "GUIDE_BELOW", (1.0, 0.5))
     monkeypatch.setattr(quality, "TIME_LEVERS", {"base": {}, "2 epochs": {"epochs": 2}})
+    monkeypatch.setattr(quality, "AUTOGUIDANCE_WS", (1.0, 3.0))
     quick = {k: dataclasses.replace(cfg, num_hiddens=2, batch_size=64) for k, cfg in quality.part_b.QUICK.items()}
     monkeypatch.setattr(quality.part_b, "QUICK", quick)
     monkeypatch.setattr(quality.part_b, "QUICK_FLOW_STEPS", 3)
@@ -34,6 +35,7 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     time_only = [r for r in rows if r["bench"] == "time"]
     limited = [r for r in rows if r["bench"] == "interval"]
     rates = [r for r in rows if r["bench"] == "rate"]
+    autoguided = [r for r in rows if r["bench"] == "autoguidance"]
     assert [(r["model"], r["epochs"], r["gamma"]) for r in curve] == [
         (m, e, g) for m in ("class", "flow_class") for e in (0.5, 2) for g in quality.CURVE_GAMMAS]
     assert [r["lever"] for r in levers] == ["base", "no EMA"]
@@ -51,7 +53,11 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
         assert {k: full[k] for k in same} == {k: curve_row[k] for k in same}
     for r in curve + levers + limited + rates:
         assert r["n"] == 20 and 0 <= r["class_accuracy"] <= 1 and 0 <= r["mlp_accuracy"] <= 1
-    for r in time_only:                      # nothing asked for: no accuracy, the confidence in its best guess
+    assert [(r["model"], r["autoguidance"]) for r in autoguided] == [
+        (m, w) for m in ("time", "flow_time") for w in (1.0, 3.0)]
+    for plain, guided in zip(autoguided[::2], autoguided[1::2]):     # one run (its epoch 1 kept), sampled two ways
+        assert plain["train_minutes"] == guided["train_minutes"] and plain["frechet"] != guided["frechet"]
+    for r in time_only + autoguided:         # nothing asked for: no accuracy, the confidence in its best guess
         assert r["n"] == 20 and r["gamma"] is r["class_accuracy"] is r["mlp_accuracy"] is None
         assert 0.1 <= r["confidence"] <= 1
     for r in rows:
@@ -61,7 +67,7 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same model and noise give the same samples: the judges' figures of a rerun are equal
     checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
-    assert len(checkpoints) == 4 + 1 + 2 + 4   # "base" and the profile's rate are the curve's class model at 2 epochs
+    assert len(checkpoints) == 4 + 1 + 2 + 4 + 2   # "base" and the profile's rate: the curve's class model at 2 epochs
     again = quality.main(["all", "--out", str(tmp_path / "runs")])
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints           # nothing retrained
     assert again == rows

@@ -13,6 +13,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "stages"))
 
+import part_b  # noqa: E402
 import run_all  # noqa: E402
 
 TINY = ["--epochs", "1", "--num-hiddens", "8", "--images", "256"]   # a second per model instead of minutes
@@ -20,9 +21,11 @@ PIPELINE = [   # (stage, extra arguments, files it writes)
     ("b1_2_noising", [], ["noising.png"]),
     ("b1_2_1_train_denoiser", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png", "results_epoch1.png"]),
     ("b1_2_2_out_of_distribution", [], ["ood.png"]),
-    ("b2_2_train_time_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
+    ("b2_2_train_time_conditioned", ["--epochs", "2", *TINY[2:]], ["checkpoint.pt", "model_epoch1.pt",
+                                                                    "model_epoch2.pt", "loss.png"]),
     ("b2_3_sample_time_conditioned", ["--num-samples", "10"], ["samples_epoch1.png", "denoising_epoch1.gif",
-                                                               "metrics.json", "samples.pt"]),
+                                                               "samples_epoch2.png", "denoising_epoch2.gif",
+                                                               "autoguided.png", "metrics.json", "samples.pt"]),
     ("b2_4_train_class_conditioned", TINY, ["checkpoint.pt", "model_epoch1.pt", "loss.png"]),
     ("b2_5_sample_class_conditioned", ["--per-digit", "2"], ["samples_epoch1.png", "denoising_epoch1.gif",
                                                              "metrics.json", "samples.pt"]),
@@ -46,6 +49,12 @@ def test_part_b_pipeline_runs_in_order_and_writes_every_figure(out, capsys):
     printed = capsys.readouterr().out
     assert "=== b2_5_sample_class_conditioned" in printed and "class accuracy" in printed
     assert f"wrote {out / 'b2_5_sample_class_conditioned' / 'metrics.json'}" in printed       # shown to humans
+
+    metrics = json.loads((out / "b2_3_sample_time_conditioned" / "metrics.json").read_text())
+    assert list(metrics) == ["epoch2", "epoch2_autoguided"]        # epoch 2 autoguided by epoch 1, the same 10 noises
+    guided = metrics["epoch2_autoguided"]
+    assert guided["n"] == 10 and guided["bad_epoch"] == 1 and guided["w"] == part_b.AUTOGUIDANCE_W
+    assert guided["frechet"] != metrics["epoch2"]["frechet"]
 
     metrics = json.loads((out / "b2_5_sample_class_conditioned" / "metrics.json").read_text())
     assert list(metrics) == ["epoch1"] and metrics["epoch1"]["n"] == 20
@@ -105,7 +114,6 @@ def test_a_failing_stage_reports_its_one_line_error_and_the_run_goes_on(tmp_path
 
 
 def test_quick_profile_uses_bf16_only_where_the_hardware_computes_it(monkeypatch):
-    import part_b
     args = argparse.Namespace(quick=True, seed=0, bf16=False, epochs=None, num_hiddens=None, ema=None)
     cpu = torch.device("cpu")
     monkeypatch.setattr(part_b, "_cpu_flags", lambda: {"avx2", "fma"})              # bf16 would be emulated

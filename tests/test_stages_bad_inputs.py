@@ -99,6 +99,8 @@ CASES = [   # (id, stage, arguments ({root}: the fixture's folder; --out {root}/
     ("checkpoint.pt a folder", TRAIN_CLASS, [*TINY, "--out", "{root}/dir"], "is a folder, not a checkpoint"),
     ("snapshot as checkpoint", TRAIN_CLASS, [*TINY, "--out", "{root}/snap"], "is a snapshot (the weights of epoch 1)"),
     ("num-samples -3", "b2_3_sample_time_conditioned", ["--quick", "--num-samples", "-3"], "--num-samples: must be"),
+    ("autoguidance 0.5", "b2_3_sample_time_conditioned", ["--quick", "--autoguidance", "0.5"],
+     "--autoguidance: must be a finite number ≥ 1, got 0.5"),
     ("per-digit -1", "b2_5_sample_class_conditioned", ["--quick", "--per-digit", "-1"], "--per-digit: must be"),
     ("per-digit 0", "b2_5_sample_class_conditioned", ["--quick", "--per-digit", "0"], "--per-digit: must be"),
     ("gamma nan", "b2_5_sample_class_conditioned", ["--quick", "--gamma", "nan"], "--gamma: must be a finite number"),
@@ -149,6 +151,7 @@ def test_bad_input_is_one_line_and_changes_nothing(runs, stage, argv, expected):
 NUMERIC = [   # every numeric option of the stages, and a generator of values outside its range
     (TRAIN_CLASS, "--epochs"), (TRAIN_CLASS, "--num-hiddens"), (TRAIN_CLASS, "--images"), (TRAIN_CLASS, "--ema"),
     (TRAIN_CLASS, "--seed"), ("b2_3_sample_time_conditioned", "--num-samples"),
+    ("fm2_3_sample_time_conditioned", "--autoguidance"),
     ("b2_5_sample_class_conditioned", "--per-digit"), ("b2_5_sample_class_conditioned", "--gamma"),
     ("b2_5_sample_class_conditioned", "--epoch"), ("b2_6_ddim_steps", "--gamma"), ("fm2_3_sample_time_conditioned",
     "--steps"), ("fm2_6_sample_class_conditioned", "--steps"), ("fm2_6_1_without_the_scheduler", "--per-digit"),

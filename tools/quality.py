@@ -1,4 +1,4 @@
-"""Quality per CPU minute: `python tools/quality.py [curve|levers|rate|interval|time|all] [--out DIR] [--json FILE] [--plot FILE]`.
+"""Quality per CPU minute: `python tools/quality.py [curve|levers|rate|interval|time|autoguidance|all] [--out DIR] [--json FILE] [--plot FILE]`.
 
 Off the learning path, like tools/bench.py: it measures what the README's quick-profile tables and its "quality vs
 CPU minutes" figure report. Every model is trained from scratch with minidiff.train.train on this machine's CPU, and
@@ -15,9 +15,11 @@ CNN's class accuracy, the MLP's beside it, and the Fréchet distance over its re
 - rate: the quick class DDPM model with its one-cycle schedule to Adam 1e-2, and with the report's per-epoch decay
   from 1e-2 and from 3e-3 (train.learning_rate), sampled at gamma = 5: run it with several --seed values (each seed
   its own training and noise) to see the spread from seed to seed.
-- time: the quick time-only DDPM and flow models (nothing to guide: the judges' confidence and the Fréchet
+- time: the quick time-only DDPM and flow models (no class to guide toward: the judges' confidence and the Fréchet
   distance) as the profile trains them, with the courses' per-epoch decay instead of one-cycle, for twice the
   epochs, and twice as wide.
+- autoguidance: the quick time-only models' last epoch autoguided by their first (Karras et al. 2024), w = 1
+  (unguided) to 5.
 
 Runs are cached in --out (default outputs/quality/): a rerun reuses finished trainings, their timings and their
 judged samples, so an interrupted run loses at most the training in progress. The numbers depend on the machine;
@@ -68,18 +70,21 @@ TIME_LEVERS = {                     # name -> changes to the quick time-only mod
     "6 epochs": {"epochs": 6},
     "D = 32, 3 epochs": {"num_hiddens": 32},
 }
+AUTOGUIDANCE_WS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0)   # the autoguidance bench: w (1: the main model alone)
 
 
 def point(cfg, n_images: int, gamma: float | None, out: Path, judges: evaluate.Judges, seed: int,
-          device: torch.device, guide_below: float = 1.0) -> dict:
+          device: torch.device, guide_below: float = 1.0, autoguidance: float = 1.0) -> dict:
     """Train (or reuse) the run of `cfg` on the first `n_images` digits, sample it at `gamma` (None: a time-only
-    model, unguided) or reuse those samples, and return {"train_minutes", "images_per_s", and judged_samples'
-    figures}. A run's folder is named by a hash of cfg and n_images, so the curve and the levers share equal runs."""
+    model, unguided; autoguidance w > 1: guided by the run's epoch-1 snapshot) or reuse those samples, and return
+    {"train_minutes", "images_per_s", and judged_samples' figures}. A run's folder is named by a hash of cfg and
+    n_images, so the curve and the levers share equal runs."""
     key = hashlib.sha1(json.dumps([dataclasses.asdict(cfg), n_images], sort_keys=True).encode()).hexdigest()[:12]
     folder = out / f"{cfg.objective}_{cfg.kind}_{key}"
     timing = folder / "timing.json"
     result = folder / (f"gamma{gamma:g}{f'_below{guide_below:g}' if guide_below < 1 else ''}_seed{seed}.json"
-                       if gamma is not None else f"unguided_seed{seed}.json")
+                       if gamma is not None else
+                       f"{f'autoguided{autoguidance:g}' if autoguidance > 1 else 'unguided'}_seed{seed}.json")
     if not (timing.is_file() and (folder / CHECKPOINT).is_file()):
         images, labels = load_mnist(train=True)
         start = time.perf_counter()
@@ -90,14 +95,16 @@ def point(cfg, n_images: int, gamma: float | None, out: Path, judges: evaluate.J
         timing.write_text(json.dumps({"train_minutes": minutes, "images_per_s": seen / (60 * minutes)}))
     if not result.is_file():
         model = load_model(folder / CHECKPOINT, device)
-        result.write_text(json.dumps(judged_samples(model, cfg.objective, gamma, judges, seed, device, guide_below)))
+        autoguide = (load_model(folder / "model_epoch1.pt", device), autoguidance) if autoguidance > 1 else None
+        result.write_text(json.dumps(judged_samples(model, cfg.objective, gamma, judges, seed, device, guide_below,
+                                                    autoguide)))
     return {**json.loads(timing.read_text()), **json.loads(result.read_text())}
 
 
 def judged_samples(model, objective: str, gamma: float | None, judges: evaluate.Judges, seed: int,
-                   device: torch.device, guide_below: float = 1.0) -> dict:
+                   device: torch.device, guide_below: float = 1.0, autoguide: tuple | None = None) -> dict:
     """200 samples from the noise of `seed`, and what the judges say of them: CFG samples, 20 of each digit; with
-    gamma None (a time-only model) unguided ones, and no class accuracy."""
+    gamma None (a time-only model) unguided ones, or autoguided by (bad model, w), and no class accuracy."""
     digits = torch.arange(10, device=device).repeat(PER_DIGIT) if gamma is not None else None      # (200,)
     g = torch.Generator(device=device).manual_seed(seed)
     noise = torch.randn((10 * PER_DIGIT, 1, 28, 28), generator=g, device=device)
@@ -105,22 +112,23 @@ def judged_samples(model, objective: str, gamma: float | None, judges: evaluate.
     with torch.no_grad():
         if objective == "ddpm":          # the report's sampler: all 300 steps, noise from the next seed
             images = ddpm.sample(model, noise, digits, gamma, torch.Generator(device=device).manual_seed(seed + 1),
-                                 guide_below=guide_below)
+                                 guide_below=guide_below, autoguide=autoguide)
         else:                            # Euler: the quick profile's steps (class), the course's 50 (time-only)
             images = flow.sample(model, noise, digits, gamma,
                                  num_steps=part_b.QUICK_FLOW_STEPS if digits is not None else None,
-                                 guide_below=guide_below)
+                                 guide_below=guide_below, autoguide=autoguide)
     m = evaluate.evaluate_samples(judges, images, digits)
-    return {"gamma": gamma, "guide_below": guide_below, "sampling_s": time.perf_counter() - start, "n": m.n,
+    return {"gamma": gamma, "guide_below": guide_below, "autoguidance": autoguide[1] if autoguide else 1.0,
+            "sampling_s": time.perf_counter() - start, "n": m.n,
             "class_accuracy": m.class_accuracy, "mlp_accuracy": m.second_accuracy, "confidence": m.mean_confidence,
             "frechet": m.frechet, "floor": m.frechet_real_floor, "frechet_over_floor": m.frechet / m.frechet_real_floor}
 
 
 def quick(model_name: str, seed: int, device: torch.device, **changes):
     """The quick profile's TrainConfig of `model_name` as the stages train it here (bf16 where the hardware has it),
-    seeded, keeping only its last epoch, with `changes`."""
+    seeded, keeping only its last epoch (unless `changes` say otherwise), with `changes`."""
     return dataclasses.replace(part_b.QUICK[model_name], seed=seed, bf16=part_b.native_bf16(device),
-                               snapshot_epochs=(), **changes)
+                               **{"snapshot_epochs": (), **changes})
 
 
 def curve(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
@@ -182,6 +190,18 @@ def time_models(out: Path, judges: evaluate.Judges, seed: int, device: torch.dev
     return rows
 
 
+def autoguidance(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
+    rows = []
+    for model_name in ("time", "flow_time"):
+        cfg = quick(model_name, seed, device, snapshot_epochs=(1,))     # the profile's run, keeping its epoch 1
+        for w in AUTOGUIDANCE_WS:
+            row = {"bench": "autoguidance", "model": model_name,
+                   **point(cfg, IMAGES, None, out, judges, seed, device, autoguidance=w)}
+            print(row, flush=True)
+            rows.append(row)
+    return rows
+
+
 def plot(rows: list[dict], path: Path) -> Path:
     """Class accuracy and Fréchet / floor against training minutes, one line per model and gamma."""
     import matplotlib
@@ -215,7 +235,8 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
-BENCHES = {"curve": curve, "levers": levers, "rate": rate, "interval": interval, "time": time_models}
+BENCHES = {"curve": curve, "levers": levers, "rate": rate, "interval": interval, "time": time_models,
+           "autoguidance": autoguidance}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
