@@ -246,7 +246,9 @@ def sample_time_model(args: argparse.Namespace, rec: common.Record, model: str, 
                       title: str) -> common.Record:
     """§2.3 of either course: samples of every snapshot (or --epoch) of the time-only run of `model`, their GIFs, the
     quality of a larger batch (--num-samples; quick: the last snapshot only): the judges' confidence and the Fréchet
-    distance (a time-only model asks for no digit); metrics.json, and samples.pt of the last."""
+    distance (a time-only model asks for no digit); then, beyond the courses, the last snapshot autoguided by the
+    run's first (`autoguided`); metrics.json, and samples.pt of the last, unguided. `draw` takes the sampler's
+    autoguide=(bad_model, w) besides sample_snapshots' arguments."""
     snapshots, measured, weights = snapshots_to_sample(args, model, rec)
     judged = judges(args, rec)
     n = args.num_samples or 10 * (QUICK_EVAL_PER_DIGIT if args.quick else EVAL_PER_DIGIT)
