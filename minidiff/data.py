@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import time
 import zipfile
 from pathlib import Path
 from typing import Callable, Optional
@@ -162,6 +163,49 @@ def load_verified(path: Path | str, fix: str):
     except Exception as e:  # zipfile and torch raise several types for truncated/corrupted archives
         reason = (str(e).strip().splitlines() or [""])[0][:120]
         raise ValueError(f"{path} is corrupted or truncated ({type(e).__name__}: {reason}); {fix}") from None
+
+
+def hold(path: Path | str, wait: bool = False):
+    """An exclusive lock for this process on the file `path`, which then holds its PID: fcntl.flock (msvcrt on
+    Windows). The operating system releases the lock when the process ends, however it ends, so a lock file left by a
+    killed process is stale and simply taken. If another process holds the lock: wait=False raises BlockingIOError
+    with the holder's PID (a string) as its only argument; wait=True waits for it. Returns the open file, for
+    release()."""
+    path = Path(path)
+    while True:
+        f = open(path, "a+")
+        f.seek(0)
+        while True:
+            try:
+                if os.name == "nt":
+                    import msvcrt
+                    msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+                else:
+                    import fcntl
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if not wait:
+                    owner = f.read().strip() or "unknown"
+                    f.close()
+                    raise BlockingIOError(owner) from None
+                time.sleep(0.5)
+        if path.exists() and os.path.samefile(path, f.name):
+            break
+        f.close()                                  # its holder removed the file as we locked it: lock the new one
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def release(f) -> None:
+    """Remove the lock file and release the lock of hold() (in that order, so no one can lock a file about to
+    vanish)."""
+    if os.name == "nt":
+        f.close()
+    Path(f.name).unlink(missing_ok=True)
+    f.close()
 
 
 def save_samples(path: Path | str, images: torch.Tensor, labels: Optional[torch.Tensor] = None, **extra) -> Path:

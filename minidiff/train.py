@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import ddpm, distributed, flow
-from .data import atomic_save, load_verified
+from .data import atomic_save, hold, load_verified, release
 from .mnist_unet import MNISTUNet, MNISTUNetConfig
 
 CHECKPOINT = "checkpoint.pt"          # the latest epoch: everything needed to resume
@@ -209,7 +208,7 @@ def train(cfg: TrainConfig, out_dir: Path | str, images: torch.Tensor, labels: t
         return _train(cfg, out_dir, images, labels, device, progress, channels_last, compile)
     finally:
         if lock is not None:
-            _release(lock)
+            release(lock)
 
 
 def _train(cfg, out_dir, images, labels, device, progress, channels_last, compile) -> dict:
@@ -310,40 +309,14 @@ LOCK = "training.lock"
 
 
 def _hold(out_dir: Path):
-    """An exclusive lock on `out_dir` for this process: the file training.lock, locked with fcntl.flock (msvcrt on
-    Windows), holding the PID. The operating system releases the lock when the process ends, however it ends: a lock
-    file left by a killed trainer is stale, and simply taken. Returns the open lock file, for _release."""
-    path = out_dir / LOCK
-    while True:
-        f = open(path, "a+")
-        f.seek(0)
-        try:
-            if os.name == "nt":
-                import msvcrt
-                msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            owner = f.read().strip() or "unknown"
-            f.close()
-            raise OSError(f"{out_dir} is in use by another training process (PID {owner}); wait for it to finish, "
-                          f"stop it, or choose another --out") from None
-        if path.exists() and os.path.samefile(path, f.name):
-            break
-        f.close()                                  # its holder removed the file as we locked it: lock the new one
-    f.truncate(0)
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
+    """An exclusive lock on `out_dir` for this process (data.hold on its training.lock). Returns the open lock file,
+    for data.release."""
+    try:
+        return hold(out_dir / LOCK)
+    except BlockingIOError as e:
+        raise OSError(f"{out_dir} is in use by another training process (PID {e.args[0]}); wait for it to finish, "
+                      f"stop it, or choose another --out") from None
 
-
-def _release(f) -> None:
-    """Remove the lock file and release the lock (in that order, so no one can lock a file about to vanish)."""
-    if os.name == "nt":
-        f.close()
-    Path(f.name).unlink(missing_ok=True)
-    f.close()
 
 
 @torch.no_grad()
@@ -381,13 +354,14 @@ def load_checkpoint(path: Path | str) -> dict:
     return state
 
 
-def load_model(path: Path | str, device: torch.device | str = "cpu", ema: bool = True) -> MNISTUNet:
-    """A trained model (eval mode) from a checkpoint or snapshot written by `train`: the moving average of its
-    weights when the run kept one (ema=False: the raw weights)."""
+def load_model(path: Path | str, device: torch.device | str = "cpu", ema: bool = True,
+               dtype: torch.dtype = torch.float32) -> MNISTUNet:
+    """A trained model (eval mode) from a checkpoint or snapshot written by `train`, on `device` in `dtype`: the moving
+    average of its weights when the run kept one (ema=False: the raw weights)."""
     state = load_checkpoint(path)
     model = MNISTUNet(TrainConfig.from_dict(state["config"]).model_config())
     model.load_state_dict(state["ema"] if ema and "ema" in state else state["model"])
-    return model.to(device).eval()
+    return model.to(device, dtype).eval()
 
 
 

@@ -86,6 +86,43 @@ def test_the_judge_cache_records_its_recipe_and_accuracy(tmp_path, monkeypatch):
         load_or_train_classifier(tmp_path / "mnist_mlp.pt", kind="mlp")
 
 
+def test_a_judge_being_trained_elsewhere_is_waited_for_not_trained_again(tmp_path, monkeypatch):
+    """`make demo` runs two lanes: while one trains a judge (holding mnist_<kind>.pt.lock), the other waits for it and
+    then loads what it wrote."""
+    import threading
+    from minidiff import evaluate
+    from minidiff.data import atomic_save, hold, release
+    x, y = load_mnist(train=True)
+    trained = train_classifier(x[:300], y[:300], "mlp", 1, progress=False)
+    calls = []
+    monkeypatch.setattr(evaluate, "train_classifier", lambda *a, **kw: calls.append(a) or trained)
+    path = tmp_path / "mnist_mlp.pt"
+    lock = hold(tmp_path / "mnist_mlp.pt.lock")                  # "the other process" is training it
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(load_or_train_classifier(path, kind="mlp")))
+    waiter.start()
+    waiter.join(timeout=1.5)
+    assert waiter.is_alive() and not got                         # waiting for the lock
+    atomic_save({"model": trained.state_dict(), "recipe": {**evaluate.RECIPES["mlp"], "kind": "mlp"},
+                 "test_accuracy": 0.5}, path)                    # the other process is done
+    release(lock)
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and calls == [] and got[0].test_accuracy == 0.5
+    assert not (tmp_path / "mnist_mlp.pt.lock").exists()
+
+
+def test_a_judge_trained_in_bf16_is_a_float32_model_that_reads_digits():
+    """bf16 is how the judge trains (autocast, NHWC), not what it is: the result is an ordinary float32 model."""
+    from minidiff.evaluate import accuracy
+    x, y = load_mnist(train=True)
+    held_out = x[3000:3500].unsqueeze(1).float() / 255
+    plain, bf16 = (train_classifier(x[:3000], y[:3000], "cnn", 2, progress=False, bf16=b) for b in (False, True))
+    assert all(p.dtype == torch.float32 for p in bf16.parameters()) and not bf16.training
+    assert next(bf16.parameters()).is_contiguous()                      # handed back in the ordinary layout
+    read_plain, read_bf16 = accuracy(plain, held_out, y[3000:3500]), accuracy(bf16, held_out, y[3000:3500])
+    assert read_bf16 > 0.9 and abs(read_bf16 - read_plain) < 0.02            # measured: 94.8 % both
+
+
 @pytest.mark.parametrize("damage", ["nan weight", "other weights"])
 def test_a_judge_cache_with_intact_bytes_but_wrong_contents_is_refused(judges_cache, tmp_path, damage):
     """The CRC holds (the file was written whole), but the weights cannot judge: one line, not a traceback."""

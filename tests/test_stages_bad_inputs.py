@@ -23,7 +23,8 @@ sys.path.insert(0, str(REPO / "stages"))
 
 import common  # noqa: E402
 from minidiff import prompts  # noqa: E402
-from minidiff.train import _hold, _release  # noqa: E402
+from minidiff.data import release  # noqa: E402
+from minidiff.train import _hold  # noqa: E402
 
 TINY = ["--epochs", "1", "--num-hiddens", "8", "--images", "256", "--device", "cpu"]
 TRAIN_CLASS, TRAIN_TIME = "b2_4_train_class_conditioned", "b2_2_train_time_conditioned"
@@ -187,7 +188,7 @@ def test_two_trainers_on_one_folder(tmp_path):
         assert code == 1 and lines == [f"error: {folder} is in use by another training process (PID {os.getpid()}); "
                                        f"wait for it to finish, stop it, or choose another --out"]
     finally:
-        _release(held)
+        release(held)
     assert not (folder / "training.lock").exists()            # released: the file goes with the lock
     (folder / "training.lock").write_text("4194303\n")        # what a trainer killed with -9 leaves behind
     assert cli(TRAIN_CLASS, *TINY, "--out", str(out)) == (0, [])
