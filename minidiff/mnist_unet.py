@@ -45,8 +45,22 @@ class MNISTUNetConfig:
                              f"{self.time_injection!r} for {self.kind!r}")
 
 
+class GELU(nn.GELU):
+    """nn.GELU (exact, with erf). A channels_last (NHWC) input goes through as its (B, H, W, C) view, an ordinary
+    contiguous tensor, on which PyTorch's CPU kernel (torch 2.14) runs about twice as fast as on the (B, C, H, W)
+    view, forward and backward: the quick profile's NHWC training is ~10 % faster (README: Benchmarks). On the same
+    tensor the result is nn.GELU's bit for bit (tests/test_mnist_unet.py); in a training step the gradients around
+    it can arrive in other layouts and round differently, so a seed trains a slightly different model than with
+    nn.GELU (not a worse one)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 def _conv_bn_gelu(conv: nn.Module, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.GELU())
+    return nn.Sequential(conv, nn.BatchNorm2d(out_channels), GELU())
 
 
 def Conv(cin: int, cout: int) -> nn.Sequential:          # keeps the resolution

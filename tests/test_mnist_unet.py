@@ -63,3 +63,20 @@ def test_conditioning_changes_the_output_and_wrong_inputs_fail():
         model(x, t)
     with pytest.raises(ValueError):
         MNISTUNetConfig(kind="text")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gelu_on_an_nhwc_tensor_is_nn_gelu_forward_and_backward(dtype):
+    """GELU passes a channels_last input through its (B, H, W, C) view (a faster CPU kernel): the same numbers, the
+    same gradient, and the output keeps the channels_last layout."""
+    from minidiff.mnist_unet import GELU
+    x = torch.randn(4, 16, 7, 7, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x_ref = x.detach().contiguous().requires_grad_()
+    y, y_ref = GELU()(x), torch.nn.GELU()(x_ref)
+    assert y.is_contiguous(memory_format=torch.channels_last) and torch.equal(y.contiguous(), y_ref)
+    g = torch.randn_like(y_ref)
+    y.backward(g)
+    y_ref.backward(g)
+    assert torch.equal(x.grad.contiguous(), x_ref.grad)
+    plain = torch.randn(3, 5, dtype=dtype)
+    assert torch.equal(GELU()(plain), torch.nn.GELU()(plain))              # any other input: nn.GELU itself
