@@ -44,10 +44,12 @@ def save_table(
     title: Optional[str] = None,
     cell_inches: float = 1.6,
 ) -> Path:
-    """A table of images: rows[r][c] is a (C, H, W) image in [0, 1]; titles above columns, beside rows."""
+    """A table of images: rows[r][c] is a (C, H, W) image in [0, 1]; titles above columns, beside rows. Cells are
+    cell_inches wide, and as tall as the tallest image's shape asks (a grid of 10 x 4 digits: 0.4 of that)."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    aspect = max(image.shape[-2] / image.shape[-1] for row in rows for image in row)           # height / width
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell_inches * n_cols + (0.8 if row_titles else 0),
-                                                      cell_inches * n_rows + (0.4 if title else 0)),
+                                                      cell_inches * aspect * n_rows + (0.4 if title else 0)),
                              squeeze=False)
     for r in range(n_rows):
         for c in range(n_cols):
