@@ -7,6 +7,12 @@ the page shows both side by side). Part B comes in the two versions of the cours
 report's DDPM and the flow matching of the course since 2025; both by default, the shared Part 1 once. The page lays
 the sections out in the courses' order: 5A, then 5B (DDPM), then 5B (flow matching). A stage that fails does not
 stop the run: its section in the page says why.
+
+Two lanes (--jobs 2, the default on a CPU with two or more cores when both versions of Part B run; lanes.py says
+why): the DDPM version with Part A on its model, and the flow-matching version with Part A on its model, side by side
+in two processes on half of the cores each; then fm2_7, which samples both models. The judges that measure samples
+train first, the CNN in one lane and the two others in the other. A stage's floats depend on how many threads share
+its sums: the same seed gives the same result for the same --jobs, and close to it for the other.
 """
 import ast
 import importlib
@@ -15,6 +21,7 @@ import traceback
 from pathlib import Path
 
 import common
+import lanes
 import part_a
 from minidiff import viz
 
@@ -33,6 +40,7 @@ BOTH = ["fm2_7_flow_vs_ddpm"]      # needs both versions' class-conditioned mode
 HEADINGS = {"A": "Part A: the power of diffusion models (and of flows)", "ddpm": "Part B, fall 2024: DDPM on MNIST",
             "flow": "Part B, 2025 on: flow matching on MNIST"}
 DEEPFLOYD_ONLY = {"a0_sampling"}   # Part 0 samples text-to-image with stage I + II: nothing to show for MNIST
+LANE_JUDGES = {"ddpm": ("cnn",), "flow": ("mlp", "far")}   # --jobs 2: trained first (the CNN as long as the others)
 
 
 def docstring(stage: str) -> str:
@@ -89,6 +97,22 @@ def run_stage(stage: str, args, extra: list[str]) -> dict:
     return section(stage, status, command, time.perf_counter() - start, rec)
 
 
+def part_a_tasks(backbones: dict[str, list[str]]) -> list[tuple[str, list[str], str]]:
+    """Part A's stages on each backbone (name -> its extra arguments), stage by stage: (stage, arguments, backbone).
+    Part 0 runs on DeepFloyd only."""
+    return [(stage, ["--backbone", name, *extra], name) for stage in PART_A for name, extra in backbones.items()
+            if stage not in DEEPFLOYD_ONLY or name == "deepfloyd"]
+
+
+def two_lanes(groups: dict[str, list[str]], backbones: dict[str, list[str]], flow_backbone: dict[str, list[str]]
+              ) -> dict[str, list[tuple[str, list[str], str]]]:
+    """--jobs 2: each version of Part B (groups: part_b_stages("both")), then Part A on its model: the DDPM lane on
+    `backbones` (none: no Part A), the flow lane on `flow_backbone`. BOTH runs after the two."""
+    return {"ddpm": [(s, [], "") for s in groups["ddpm"]] + part_a_tasks(backbones),
+            "flow": [(s, [], "") for s in groups["flow"] if s not in BOTH] + (part_a_tasks(flow_backbone)
+                                                                              if backbones else [])}
+
+
 def main():
     p = common.parser(__doc__)
     p.add_argument("--backbone", choices=("auto", *part_a.BACKBONES), default="auto",
@@ -97,35 +121,43 @@ def main():
     p.add_argument("--part-b", choices=("ddpm", "flow", "both"), default="both",
                    help="Part B's version: the fall 2024 report's DDPM, the 2025 course's flow matching, or both "
                         "(default)")
+    p.add_argument("--jobs", type=int, choices=(1, 2),
+                   help="2: the two versions of Part B side by side, each with Part A on its model (default on a CPU "
+                        "with 2+ cores when both run); 1: every stage in turn")
     args = p.parse_args()
+    jobs = args.jobs or (2 if args.only != "A" and args.part_b == "both" and lanes.parallel(args.device) else 1)
+    if jobs == 2 and (args.only == "A" or args.part_b != "both"):
+        p.error("--jobs 2 runs the two versions of Part B side by side: it needs both (--part-b both, not --only A)")
     total = time.perf_counter()
     backbone, why = args.backbone, ""
     if backbone == "auto" and args.only != "B":      # decide once, offline and cheaply (looks for files only)
         backbone, why = part_a.auto_backbone()
         print(f"Part A backbone: {backbone}" + (f" ({why})" if why else ""))
-    groups = {} if args.only == "A" else {part: [run_stage(stage, args, []) for stage in stages]
-                                            for part, stages in part_b_stages(args.part_b).items()}
-    flow_model = Path(args.out) / part_a.MNIST_CHECKPOINT["mnist-flow"]     # trained above, or by an earlier run
-    backbones = {backbone: []}                        # Part A's backbones -> their extra arguments
-    if args.only != "B" and flow_model.is_file():    # Part A again on the flow model, in <out>/mnist-flow/
-        backbones["mnist-flow"] = ["--out", str(Path(args.out) / "mnist-flow"), "--checkpoint", str(flow_model)]
-    part_a_sections = []
-    for stage in ([] if args.only == "B" else PART_A):
-        variants = []
-        for name, extra in backbones.items():
-            if stage in DEEPFLOYD_ONLY and name != "deepfloyd":
-                variants.append(section(stage, f"skipped: Part 0 needs DeepFloyd IF (stage I + II), not the {name} "
-                                               f"backbone. {why}"))
-            else:
-                variants.append(run_stage(stage, args, ["--backbone", name, *extra]))
-        part_a_sections.append(side_by_side(stage, dict(zip(backbones, variants))))
-    groups = {"A": part_a_sections, **groups}                            # the courses' order: 5A, then 5B
+    groups = {} if args.only == "A" else part_b_stages(args.part_b)     # heading -> its Part B stages
+    backbones = {} if args.only == "B" else {backbone: []}               # Part A's backbones -> their extra arguments
+    flow_model = Path(args.out) / part_a.MNIST_CHECKPOINT["mnist-flow"]     # trained below, or by an earlier run
+    flow_backbone = {"mnist-flow": ["--out", str(Path(args.out) / "mnist-flow"), "--checkpoint", str(flow_model)]}
+    if jobs == 2:
+        done = lanes.run(two_lanes(groups, backbones, flow_backbone), args, LANE_JUDGES, run_stage, section)
+        done |= {(s, ""): run_stage(s, args, []) for s in BOTH}
+        backbones |= flow_backbone if backbones else {}
+    else:
+        done = {(s, ""): run_stage(s, args, []) for stages in groups.values() for s in stages}
+        if backbones and flow_model.is_file():       # Part A again on the flow model, in <out>/mnist-flow/
+            backbones |= flow_backbone
+        done |= {(stage, name): run_stage(stage, args, extra) for stage, extra, name in part_a_tasks(backbones)}
+    done |= {(stage, name): section(stage, f"skipped: Part 0 needs DeepFloyd IF (stage I + II), not the {name} "
+                                           f"backbone. {why}")
+             for stage in DEEPFLOYD_ONLY for name in backbones if name != "deepfloyd"}
+    part_a_sections = [side_by_side(stage, {name: done[(stage, name)] for name in backbones})
+                       for stage in ([] if args.only == "B" else PART_A)]
+    groups = {"A": part_a_sections, **{part: [done[(s, "")] for s in stages] for part, stages in groups.items()}}
     sections = [{**s, "part": HEADINGS[part]} for part, group in groups.items() for s in group]
     seconds = time.perf_counter() - total
     failed = [s["title"].split(":")[0] for s in sections if not s["status"].startswith(("ok", "skipped"))]
     intro = (f"Fun with Diffusion Models, reproduced by minidiff. Profile: {'quick (CPU)' if args.quick else 'report'};"
              f" seed {args.seed}; Part A backbones: {', '.join(backbones)}{f' ({why})' if why else ''};"
-             f" total {seconds / 60:.1f} min."
+             f" {'two lanes side by side' if jobs == 2 else 'one stage at a time'}; total {seconds / 60:.1f} min."
              + (f" Failed: {', '.join(failed)}." if failed else ""))
     rec = common.Record(Path(args.out))
     rec.wrote(viz.write_report(sections, rec.out / "report.html", "minidiff: Fun with Diffusion Models", intro))

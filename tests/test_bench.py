@@ -27,3 +27,11 @@ def test_best_seconds_times_a_slow_path_once(monkeypatch):
     monkeypatch.setattr(bench, "_seconds", lambda fn: calls.append(1) or 0.5)
     bench._best_seconds(lambda: None, repeats=3, budget_s=20.0)
     assert len(calls) == 3
+
+
+def test_the_lanes_bench_trains_in_one_process_then_two_side_by_side():
+    rows = bench.bench_lanes(steps=2)
+    assert [r["processes"] for r in rows] == [1, 2] and len(rows[1]["images_per_s_each"]) == 2
+    for r in rows:
+        assert abs(r["images_per_s_together"] - sum(r["images_per_s_each"])) <= 1 and r["threads_each"] >= 1
+    assert rows[1]["speedup"] == round(rows[1]["images_per_s_together"] / rows[0]["images_per_s_together"], 2)

@@ -1,12 +1,16 @@
-"""Benchmarks: `python tools/bench.py [train|sample|unet|load|all] [--json FILE]` (`make bench` runs all).
+"""Benchmarks: `python tools/bench.py [train|lanes|sample|unet|load|all] [--json FILE]` (`make bench` runs all).
 
 Each benchmark is a function returning a list of row dicts, listed in BENCHES at the end; `all` runs every one.
 The rows are printed as a table and, with --json, written to a file. The figures live in the README, measured.
 
 - train: Part B training images/s and GFLOP/s per model, as a fraction of a conv2d microbenchmark of the same
   shapes run in the same process; then the class model with channels_last, bf16 autocast and torch.compile.
+- lanes: the quick profile's class model (D = 16, batch 64; bf16 and NHWC where the CPU computes bf16) trained in
+  one process on every thread, then in two processes side by side on half of them each (run_all --jobs 2):
+  images/s of each, and of the two together.
 - sample: Part B DDPM sampling (300 steps, CFG) and the Part A loop (CFG, 2-view anagram) per image on the
-  MNIST backbone and on a mid-size random IF-shaped UNet.
+  MNIST backbone and on a mid-size random IF-shaped UNet; the quick profile's D = 16 model in float32 and in
+  bfloat16 (how --quick samples where the CPU computes bf16).
 - unet: our IF UNet forward vs diffusers' UNet2DConditionModel (when installed; a test-only oracle that the
   package never imports: it is loaded here at run time only) on the same random weights, a mid-size
   IF-shaped config, batch 2 (a CFG pair) at 64x64 with a (2, 77, 4096) prompt. Target: ratio <= 1.0
@@ -33,8 +37,9 @@ from pathlib import Path
 import torch
 
 TOOLS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TOOLS.parent))  # run from a checkout without installing
+sys.path[:0] = [str(TOOLS.parent), str(TOOLS.parent / "stages")]  # run from a checkout without installing
 
+import common  # noqa: E402  (stages/common.py: where the CPU computes bf16)
 from minidiff.schedule import NoiseSchedule  # noqa: E402
 from minidiff.unet_if import IFUNet, IFUNetConfig  # noqa: E402
 
@@ -234,6 +239,48 @@ def bench_train(repeats: int = 3) -> list[dict]:
     return rows
 
 
+def _quick_class_config():
+    """The quick profile's class-conditioned DDPM (D = 16, batch 64), in bf16 where the CPU computes it."""
+    from minidiff.train import TrainConfig
+    return TrainConfig.class_conditioned(num_hiddens=16, batch_size=64, lr=1e-2,
+                                         bf16=common.native_bf16(torch.device("cpu")))
+
+
+def _lanes_child(threads: int, steps: int) -> None:
+    """Run in a fresh process: `steps` training steps of the quick class model on `threads` threads; print JSON with
+    the images/s."""
+    torch.set_num_threads(threads)
+    cfg = _quick_class_config()
+    step, _, _ = _train_step(cfg, channels_last=cfg.bf16)
+    for _ in range(5):                                       # warm-up: oneDNN builds its kernels
+        step()
+    print(json.dumps({"images_per_s": steps * cfg.batch_size / _seconds(lambda: [step() for _ in range(steps)])}))
+
+
+def bench_lanes(steps: int = 150) -> list[dict]:
+    """The quick class model's training speed in one process on every thread, then in two processes side by side on
+    half of the threads each, as run_all --jobs 2 runs `make demo`'s lanes. Each process is fresh (torch imported
+    anew, nothing else running in it)."""
+    threads = torch.get_num_threads()
+
+    def side_by_side(n: int) -> list[float]:
+        code = (f"import sys; sys.path.insert(0, {str(TOOLS)!r}); from bench import _lanes_child; "
+                f"_lanes_child({max(1, threads // n)}, {steps})")
+        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=TOOLS.parent)
+                 for _ in range(n)]
+        outs = [p.communicate()[0] for p in procs]
+        if any(p.returncode for p in procs):
+            raise RuntimeError("a training process of the lanes bench failed")
+        return [json.loads(out.strip().splitlines()[-1])["images_per_s"] for out in outs]
+    rows = []
+    for n in (1, 2):
+        rates = side_by_side(n)
+        rows.append({"bench": "lanes", "processes": n, "threads_each": max(1, threads // n),
+                     "images_per_s_each": [round(r) for r in rates], "images_per_s_together": round(sum(rates))})
+    rows[1]["speedup"] = round(rows[1]["images_per_s_together"] / rows[0]["images_per_s_together"], 2)
+    return rows
+
+
 def bench_sample() -> list[dict]:
     """Sampling speed: Part B DDPM (300 steps, CFG) on the report's class-conditioned UNet, and the Part A loop
     (34 strided steps, CFG gamma 7, and a 2-view anagram with CFG) on the MNIST backbone and, per step, on the
@@ -255,6 +302,15 @@ def bench_sample() -> list[dict]:
     seconds = 10 * _seconds(lambda: ddpm.sample(mnist, x_T, digits, 5.0, g, timesteps=ddpm_timesteps(300)[-31:]))
     rows.append({"bench": "sample", "what": "Part B DDPM, 300 steps (30 timed), CFG", "backbone": "mnist D=64",
                  "batch": B, "seconds": round(seconds, 2), "images_per_s": round(B / seconds, 2)})
+    quick, n = MNISTUNet(MNISTUNetConfig(num_hiddens=16, kind="class")).eval(), 200      # --quick's metrics batch
+    x_T = torch.randn(n, 1, 28, 28)
+    for dtype in (torch.float32, torch.bfloat16):                  # the model's dtype; the loop stays in float32
+        model = quick.to(dtype)
+        seconds = 10 * _seconds(lambda: ddpm.sample(model, x_T, torch.arange(n) % 10, 5.0, g,
+                                                    timesteps=ddpm_timesteps(300)[-31:]))
+        rows.append({"bench": "sample", "what": f"Part B DDPM, 300 steps (30 timed), CFG, the model in {dtype}",
+                     "backbone": "mnist D=16 (quick)", "batch": n, "seconds": round(seconds, 2),
+                     "images_per_s": round(n / seconds, 2)})
 
     ts = strided_timesteps(290, 10)
     c1, c2 = cond[6:7], cond[9:10]                       # an anagram of "6" upright and "9" flipped
@@ -310,7 +366,8 @@ def machine() -> dict:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
-BENCHES = {"unet": bench_unet, "load": bench_load, "train": bench_train, "sample": bench_sample}   # `all`: this order
+BENCHES = {"unet": bench_unet, "load": bench_load, "train": bench_train, "lanes": bench_lanes,   # `all`: this order
+           "sample": bench_sample}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
