@@ -61,12 +61,15 @@ def estimator(model: MNISTUNet):
 
         model_fn(x_t, t, cond) -> (eps_hat, None)    x_t (B, 1, 28, 28), t an int timestep, cond (B, 10) one-hots
 
-    The time-only model ignores cond. Inputs and outputs stay in x_t's dtype."""
+    The time-only model ignores cond. The model runs in its own dtype (a stage may cast it to bfloat16, which
+    computes faster where the hardware has it): its inputs are cast to it, and eps_hat back to x_t's dtype, so the
+    sampling loop keeps x_t's precision."""
+    dtype = next(model.parameters()).dtype
     def model_fn(x_t: torch.Tensor, t: int, cond: Optional[torch.Tensor] = None):
-        t_frac = torch.full((x_t.shape[0],), t / NUM_STEPS, device=x_t.device, dtype=x_t.dtype)   # (B,)
+        t_frac = torch.full((x_t.shape[0],), t / NUM_STEPS, device=x_t.device, dtype=dtype)       # (B,)
         if model.config.kind == "class":
-            return model(x_t, t_frac, cond.to(x_t.dtype)), None
-        return model(x_t, t_frac), None
+            return model(x_t.to(dtype), t_frac, cond.to(dtype)).to(x_t.dtype), None
+        return model(x_t.to(dtype), t_frac).to(x_t.dtype), None
     return model_fn
 
 

@@ -57,12 +57,14 @@ def estimator(model: MNISTUNet):
 
         model_fn(x_t, t, cond) -> (u_hat, None)    x_t (B, 1, 28, 28), t a float in [0, 1], cond (B, 10) one-hots
 
-    The time-only model ignores cond. Inputs and outputs stay in x_t's dtype."""
+    The time-only model ignores cond. The model runs in its own dtype, x_t and u_hat stay in x_t's (as
+    ddpm.estimator)."""
+    dtype = next(model.parameters()).dtype
     def model_fn(x_t: torch.Tensor, t: float, cond: Optional[torch.Tensor] = None):
-        t_batch = torch.full((x_t.shape[0],), float(t), device=x_t.device, dtype=x_t.dtype)   # (B,)
+        t_batch = torch.full((x_t.shape[0],), float(t), device=x_t.device, dtype=dtype)       # (B,)
         if model.config.kind == "class":
-            return model(x_t, t_batch, cond.to(x_t.dtype)), None
-        return model(x_t, t_batch), None
+            return model(x_t.to(dtype), t_batch, cond.to(dtype)).to(x_t.dtype), None
+        return model(x_t.to(dtype), t_batch).to(x_t.dtype), None
     return model_fn
 
 

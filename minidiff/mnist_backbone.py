@@ -51,9 +51,10 @@ class MNISTBackbone:
         return next(self.model.parameters()).device
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu") -> "MNISTBackbone":
-        """The backbone of a training run's checkpoint or snapshot; the run's objective says which model it is."""
-        return cls(load_model(path, device), load_checkpoint(path)["config"].get("objective", "ddpm"))
+    def from_checkpoint(cls, path, device="cpu", dtype=torch.float32) -> "MNISTBackbone":
+        """The backbone of a training run's checkpoint or snapshot, its model in `dtype` (the estimates come back in
+        x_t's: ddpm.estimator); the run's objective says which model it is."""
+        return cls(load_model(path, device, dtype=dtype), load_checkpoint(path)["config"].get("objective", "ddpm"))
 
     @torch.no_grad()
     def model_fn(self, x_t: torch.Tensor, t: int | float, cond: torch.Tensor):

@@ -68,7 +68,7 @@ def main(argv=None):
     n = part_a.count(args, backbone, SAMPLES_PER_PAIR, "num_samples")
     judged = part_a.judges(backbone, dev, rec)
     if judged:
-        far_judged = evaluate.far_judge(device=dev)
+        far_judged = evaluate.far_judge(device=dev, bf16=common.native_bf16(dev))
         rec.notes.append(f"from afar the rates are judged by the far judge, a CNN with "
                          f"{100 * far_judged.test_accuracy:.2f} % on test digits low-passed by the same filter")
     drawn = max(n, part_a.MEASURED) if judged else n                         # digits: the figure's + the measured

@@ -1,6 +1,6 @@
-"""Report 5B §2.4 (sampling): the class-conditioned DDPM with classifier-free guidance, gamma = 5.
+"""Report 5B §2.4 (sampling): the class-conditioned DDPM with classifier-free guidance, gamma = 5 (quick profile: 3).
 
-For each snapshot (after 5 and 20 epochs; quick profile: 1 and 2): 4 samples of every digit and their denoising
+For each snapshot (after 5 and 20 epochs; quick profile: 1 and 3): 4 samples of every digit and their denoising
 GIF; and the quality measured by an independent classifier (minidiff.evaluate) on a larger batch of which those are
 the first 4 rows (100 samples per digit; quick profile: the last snapshot only, 20 per digit).
 Outputs in outputs/b2_5_sample_class_conditioned/:
@@ -13,18 +13,17 @@ import common
 import part_b
 from minidiff import ddpm
 
-GAMMA = ddpm.GAMMA          # report 5B §2.4: 5
-
 
 def main(argv=None):
-    args = part_b.add_sampling_args(common.parser(__doc__), "b2_4", GAMMA).parse_args(argv)
+    args = part_b.add_sampling_args(common.parser(__doc__), "b2_4", classes=True).parse_args(argv)
     rec = common.record(args, "b2_5_sample_class_conditioned")
+    gamma = part_b.class_gamma(args)                                   # report 5B §2.4: 5; quick: 3
 
     def draw(model, x_T, digits, generator, callback):                # Algorithm 2 with CFG, all T = 300 steps
-        return ddpm.sample(model, x_T, digits, args.gamma, generator, callback=callback, progress=True,
+        return ddpm.sample(model, x_T, digits, gamma, generator, callback=callback, progress=True,
                            guide_below=args.guide_below)
     return part_b.sample_class_model(args, rec, "class", draw, ddpm.NUM_STEPS,
-                                     f"class-conditioned, γ = {args.gamma}{part_b.interval_title(args)}")
+                                     f"class-conditioned, γ = {gamma:g}{part_b.interval_title(args)}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ so that the weights settle. At a constant rate the weights keep jittering at tha
 average of the weights (decay 0.999; Polyak & Juditsky 1992), which averages the late jitter away as the decay
 would have damped it. Sampling uses the average.
 Outputs in outputs/fm2_6_1_without_the_scheduler/: loss.png, checkpoint.pt and snapshots, compare.png (4 samples of
-each digit from each model, the same starting noise), metrics.json (both models, CFG gamma = 5, Euler N = 300; quick profile: N = 50).
+each digit from each model, the same starting noise), metrics.json (both models, CFG gamma = 5, Euler N = 300; quick
+profile: gamma = 3, N = 50, as fm2_6).
 """
 from pathlib import Path
 
@@ -43,14 +44,16 @@ def main(argv=None):
     x0 = torch.randn((len(digits), 1, 28, 28), generator=common.generator(args.seed, dev), device=dev)
     grids = []
     for name, path in runs.items():                                           # the same noise for both models
-        images = flow.sample(load_model(path, dev), x0, digits, num_steps=part_b.flow_class_steps(args),
-                             progress=True)                               # CFG 5, Euler, the EMA weights
+        model = load_model(path, dev, dtype=common.model_dtype(args, dev))      # the EMA weights
+        images = flow.sample(model, x0, digits, part_b.class_gamma(args), part_b.flow_class_steps(args),
+                             progress=True)                                   # CFG, Euler: as fm2_6 samples
         m = evaluate.evaluate_samples(judged, images, digits)
         rec.notes.append(f"{name}: {m}")
         rec.metrics[name] = m.__dict__
         grids.append(viz.tile(images[:10 * part_b.SAMPLES_PER_DIGIT], nrow=10))
     rec.wrote(viz.save_table([grids], rec.out / "compare.png", col_titles=list(runs), cell_inches=4.0,
-                             title=f"class-conditioned flow, γ = {flow.GAMMA:g}, with and without the scheduler"))
+                             title=f"class-conditioned flow, γ = {part_b.class_gamma(args):g}, with and without the "
+                                   f"scheduler"))
     rec.write_metrics()
     return rec
 

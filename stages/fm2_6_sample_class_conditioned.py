@@ -1,4 +1,4 @@
-"""2025 course §2.6: sampling the class-conditioned flow UNet with CFG on the velocity, gamma = 5.
+"""2025 course §2.6: sampling the class-conditioned flow UNet with CFG on the velocity, gamma = 5 (quick profile: 3).
 
     u = u_u + gamma (u_c - u_u),   Euler in N = 300 steps from t = 0 to 1    (flow.sample; quick profile: N = 50)
 
@@ -17,19 +17,19 @@ from minidiff import flow
 
 
 def main(argv=None):
-    p = part_b.add_sampling_args(common.parser(__doc__), "fm2_5", flow.GAMMA)
+    p = part_b.add_sampling_args(common.parser(__doc__), "fm2_5", classes=True)
     p.add_argument("--steps", type=common.integer(1), help=f"Euler steps (default: the course's {flow.NUM_STEPS['class']}; "
                                              f"quick: {part_b.QUICK_FLOW_STEPS})")
     args = p.parse_args(argv)
     rec = common.record(args, "fm2_6_sample_class_conditioned")
 
-    steps = part_b.flow_class_steps(args)
+    steps, gamma = part_b.flow_class_steps(args), part_b.class_gamma(args)      # course: 300 and 5; quick: 50 and 3
 
     def draw(model, x0, digits, generator, callback):                  # Euler with CFG, no noise drawn
-        return flow.sample(model, x0, digits, args.gamma, steps, callback=callback, progress=True,
+        return flow.sample(model, x0, digits, gamma, steps, callback=callback, progress=True,
                            guide_below=args.guide_below)
     return part_b.sample_class_model(args, rec, "flow_class", draw, steps,
-                                     f"class-conditioned flow, γ = {args.gamma}{part_b.interval_title(args)}")
+                                     f"class-conditioned flow, γ = {gamma:g}{part_b.interval_title(args)}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def load_mnist(args: argparse.Namespace, dev: torch.device) -> MNISTBackbone:
     if not Path(path).is_file():
         train = common.command(MNIST_CHECKPOINT[args.backbone].parent.name, args)
         raise FileNotFoundError(f"no MNIST checkpoint at {path}; run `{train}` first (or pass --checkpoint)")
-    backbone = MNISTBackbone.from_checkpoint(path, dev)
+    backbone = MNISTBackbone.from_checkpoint(path, dev, common.model_dtype(args, dev))
     if backbone.name != args.backbone:
         raise ValueError(f"{path} holds the {backbone.name} model: run with --backbone {backbone.name}")
     return backbone
@@ -246,7 +246,7 @@ def judges(backbone, dev: torch.device, rec: common.Record) -> Optional[evaluate
     """The judges of minidiff.evaluate when the backbone draws digits (else None: nothing here reads photos)."""
     if backbone.domain != "digits":
         return None
-    judged = evaluate.judges(device=dev)
+    judged = evaluate.judges(device=dev, bf16=common.native_bf16(dev))     # bf16: how they train, if they must
     rec.notes.append(f"the rates below are {judged}")
     return judged
 

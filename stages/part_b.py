@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import common
-from minidiff import distributed, evaluate, flow, viz
+from minidiff import ddpm, distributed, evaluate, flow, viz
 from minidiff.data import load_mnist, save_samples
 from minidiff.train import CHECKPOINT, TrainConfig, TrainingRun, load_model, train, training_run
 
@@ -33,7 +33,7 @@ QUICK = {   # the CPU profile: D = 16, several times faster than the report's D 
     "denoiser": TrainConfig.denoiser(num_hiddens=16, epochs=2, lr=1e-3, snapshot_epochs=(1,)),
     "time": TrainConfig.time_conditioned(num_hiddens=16, epochs=3, batch_size=64, lr=1e-2, lr_schedule="one-cycle",
                                          ema=0.999, snapshot_epochs=(1,)),
-    "class": TrainConfig.class_conditioned(num_hiddens=16, epochs=2, batch_size=64, lr=1e-2, lr_schedule="one-cycle",
+    "class": TrainConfig.class_conditioned(num_hiddens=16, epochs=3, batch_size=64, lr=1e-2, lr_schedule="one-cycle",
                                            ema=0.999, snapshot_epochs=(1,)),
     "pure_noise": TrainConfig.pure_noise_denoiser(num_hiddens=16, epochs=2, lr=1e-3, snapshot_epochs=(1,)),
     "flow_time": TrainConfig.flow_time_conditioned(num_hiddens=16, epochs=3, lr_schedule="one-cycle", ema=0.999,
@@ -56,11 +56,26 @@ QUICK_FLOW_STEPS = 50      # --quick: Euler 50 for the class flow model, not the
                            # straight: 50 and 300 steps measured the same accuracy and Fréchet distance, README)
 AUTOGUIDANCE_W = 3.0       # beyond the courses: the time-only models' last snapshot guided by their first, with this w
                            # (guidance.autoguidance; measured on the quick models, README: "Autoguidance")
+QUICK_GAMMA = 3.0          # --quick: the class models sample with CFG gamma = 3, not the courses' 5: at 5 no model we
+                           # trained, the report's 20 epochs included, came within 2x of the real-data Fréchet floor
+                           # (README: "The guidance scale")
 
 
 def flow_class_steps(args: argparse.Namespace) -> int:
     """The Euler steps that sample the class-conditioned flow model: --steps, else the course's 300 (quick: 50)."""
     return args.steps or (QUICK_FLOW_STEPS if args.quick else flow.NUM_STEPS["class"])
+
+
+def class_gamma(args: argparse.Namespace) -> float:
+    """The CFG scale the class-conditioned models are sampled with: --gamma, else the courses' 5 (quick: 3)."""
+    given = getattr(args, "gamma", None)
+    return given if given is not None else (QUICK_GAMMA if args.quick else ddpm.GAMMA)
+
+
+def gamma_option(p: argparse.ArgumentParser) -> None:
+    """--gamma, the CFG scale of the class-conditioned models' sampling stages (class_gamma)."""
+    p.add_argument("--gamma", type=common.real(0), help=f"classifier-free guidance scale (default: the courses' "
+                                                        f"{ddpm.GAMMA:g}; quick: {QUICK_GAMMA:g})")
 
 
 def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -78,24 +93,9 @@ def add_training_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def native_bf16(dev: torch.device) -> bool:
-    """Whether `dev` computes bfloat16 in hardware (then --quick turns bf16 autocast on): CUDA GPUs from Ampere
-    (compute capability 8) on, CPUs with AVX-512 BF16 or AMX. Elsewhere bf16 is emulated, and much slower than fp32
-    (`python tools/bench.py train` measures it)."""
-    if dev.type == "cuda":
-        return torch.cuda.get_device_capability(dev)[0] >= 8
-    return dev.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
-
-
-def _cpu_flags() -> set[str]:
-    cpuinfo = Path("/proc/cpuinfo")                        # Linux; elsewhere no flags are known
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    return set(next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), []))
-
-
 def training_config(args: argparse.Namespace, model: str, dev: torch.device) -> TrainConfig:
     cfg = (QUICK if args.quick else REPORT)[model]
-    changes = {"seed": args.seed, "bf16": args.bf16 or (args.quick and native_bf16(dev))}
+    changes = {"seed": args.seed, "bf16": args.bf16 or (args.quick and common.native_bf16(dev))}
     if args.epochs is not None:
         changes["epochs"] = args.epochs
     if args.num_hiddens is not None:
@@ -115,7 +115,7 @@ def run_training(args: argparse.Namespace, model: str, title: str) -> tuple[dict
     n = args.images or (QUICK_IMAGES[model] if args.quick else len(images))
     images, labels = images[:n], labels[:n]
     print(f"training the {model} UNet on {dev} with {len(images)} digits: {cfg}")
-    channels_last = args.channels_last or (args.quick and native_bf16(dev))   # faster with bf16 (README: Profiles)
+    channels_last = args.channels_last or (args.quick and common.native_bf16(dev))   # faster with bf16 (README: Profiles)
     state = train(cfg, rec.out, images, labels, device=dev, channels_last=channels_last, compile=args.compile)
     if not distributed.is_main():                 # under torchrun, rank 0 alone reports and plots
         return state, rec
@@ -179,7 +179,7 @@ def sample_snapshots(args: argparse.Namespace, rec: common.Record, weights: list
     """
     dev = common.device(args.device)
     for epoch, path in weights:
-        model = load_model(path, dev)
+        model = load_model(path, dev, dtype=common.model_dtype(args, dev))
         n, digits = batch_for(epoch)
         gen = common.generator(args.seed, dev)
         x_T = torch.randn((n, 1, 28, 28), generator=gen, device=dev)                    # the starting noise
@@ -197,24 +197,25 @@ def sample_snapshots(args: argparse.Namespace, rec: common.Record, weights: list
 
 def judges(args: argparse.Namespace, rec: common.Record) -> evaluate.Judges:
     """The two classifiers that measure samples (minidiff.evaluate), trained on first use and cached for the machine
-    (evaluate.default_judges_dir); a note says how good they are."""
-    judged = evaluate.judges(device=common.device(args.device))
+    (evaluate.default_judges_dir), in bf16 where the hardware computes it; a note says how good they are."""
+    dev = common.device(args.device)
+    judged = evaluate.judges(device=dev, bf16=common.native_bf16(dev))
     rec.notes.append(f"the metrics are {judged}")
     return judged
 
 
-def add_sampling_args(p: argparse.ArgumentParser, train_stage: str, gamma: float | None = None):
-    """The sampling stages' options: --checkpoint, --per-digit (class models) or --num-samples, --epoch; with gamma
-    (class models) --gamma."""
+def add_sampling_args(p: argparse.ArgumentParser, train_stage: str, classes: bool = False):
+    """The sampling stages' options: --checkpoint, --epoch, and --num-samples and --autoguidance (time-only models)
+    or --per-digit, --gamma and --guide-below (class models)."""
     p.add_argument("--checkpoint", help=f"the training checkpoint.pt (default: the {train_stage} stage's)")
-    if gamma is None:
+    if not classes:
         p.add_argument("--num-samples", type=common.integer(1), help=f"samples for the metrics (default {10 * EVAL_PER_DIGIT}, "
                                                        f"quick {10 * QUICK_EVAL_PER_DIGIT}); the figures show 40")
         p.add_argument("--autoguidance", type=common.real(1), default=AUTOGUIDANCE_W,
                        help="also sample the last snapshot guided by the run's first, eps_bad + w (eps - eps_bad), with "
                             "this w (Karras et al. 2024; default %(default)s; 1: skip it)")
     else:
-        p.add_argument("--gamma", type=common.real(0), default=gamma, help="classifier-free guidance scale")
+        gamma_option(p)
         p.add_argument("--guide-below", type=common.real(0, 1), default=1.0,
                        help="guide only the steps whose noise fraction (DDPM t / T, flow 1 - t) is at most this, "
                             "e.g. 0.6 (Kynkäänniemi et al. 2024; default 1: every step, as the courses)")
@@ -271,7 +272,8 @@ def autoguided(args: argparse.Namespace, rec: common.Record, unguided: torch.Ten
     dev = common.device(args.device)
     gen = common.generator(args.seed, dev)
     x_T = torch.randn(unguided.shape, generator=gen, device=dev)        # the unguided samples' noise (sample_snapshots)
-    images = draw(load_model(path, dev), x_T, None, gen, None, autoguide=(load_model(bad_path, dev), w))
+    main_model, bad_model = (load_model(p, dev, dtype=common.model_dtype(args, dev)) for p in (path, bad_path))
+    images = draw(main_model, x_T, None, gen, None, autoguide=(bad_model, w))
     label = f"epoch {epoch} autoguided by epoch {bad_epoch}, w = {w:g}"
     m = evaluate.evaluate_samples(judged, images, None)
     rec.notes.append(f"{label}: {m}")

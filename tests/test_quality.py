@@ -17,7 +17,7 @@ def tiny(monkeypatch):
     monkeypatch.setattr(quality, "IMAGES", 256)
     monkeypatch.setattr(quality, "CURVE", ((1, 128), (2, 256)))
     monkeypatch.setattr(quality, "LEVERS", {"base": {}, "no EMA": {"ema": 0.0}})
-    monkeypatch.setattr(quality, "GUIDE_BELOW", (1.0, 0.5))
+    monkeypatch.setattr(quality, "GUIDANCE", ((5.0, 1.0), (5.0, 0.5), (3.0, 1.0)))
     monkeypatch.setattr(quality, "TIME_LEVERS", {"base": {}, "2 epochs": {"epochs": 2}})
     monkeypatch.setattr(quality, "AUTOGUIDANCE_WS", (1.0, 3.0))
     quick = {k: dataclasses.replace(cfg, num_hiddens=2, batch_size=64) for k, cfg in quality.part_b.QUICK.items()}
@@ -33,7 +33,7 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     curve = [r for r in rows if r["bench"] == "curve"]
     levers = [r for r in rows if r["bench"] == "lever"]
     time_only = [r for r in rows if r["bench"] == "time"]
-    limited = [r for r in rows if r["bench"] == "interval"]
+    guided = [r for r in rows if r["bench"] == "guidance"]
     rates = [r for r in rows if r["bench"] == "rate"]
     autoguided = [r for r in rows if r["bench"] == "autoguidance"]
     assert [(r["model"], r["epochs"], r["gamma"]) for r in curve] == [
@@ -46,12 +46,12 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     assert {k: rates[0][k] for k in same} == {k: levers[0][k] for k in same}
     assert [(r["model"], r["lever"]) for r in time_only] == [
         (m, lever) for m in ("time", "flow_time") for lever in ("base", "2 epochs")]
-    assert [(r["model"], r["guide_below"]) for r in limited] == [
-        (m, g) for m in ("class", "flow_class") for g in (1.0, 0.5)]
-    for full, curve_row in zip(limited[::2], [r for r in curve if r["epochs"] == 2 and r["gamma"] == 5]):
-        same = [k for k in full if k != "bench"]          # the curve's model and samples, reused: no retraining
-        assert {k: full[k] for k in same} == {k: curve_row[k] for k in same}
-    for r in curve + levers + limited + rates:
+    assert [(r["model"], r["epochs"], r["gamma"], r["guide_below"]) for r in guided] == [
+        (m, e, g, b) for m, e in (("class", 3), ("flow_class", 2)) for g, b in quality.GUIDANCE]
+    flow_curve = [r for r in curve if r["model"] == "flow_class" and r["epochs"] == 2 and r["gamma"] == 5]
+    same = [k for k in guided[3] if k != "bench"]           # the curve's flow model and samples, reused: no retraining
+    assert {k: guided[3][k] for k in same} == {k: flow_curve[0][k] for k in same}
+    for r in curve + levers + guided + rates:
         assert r["n"] == 20 and 0 <= r["class_accuracy"] <= 1 and 0 <= r["mlp_accuracy"] <= 1
     assert [(r["model"], r["autoguidance"]) for r in autoguided] == [
         (m, w) for m in ("time", "flow_time") for w in (1.0, 3.0)]
@@ -67,7 +67,8 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same model and noise give the same samples: the judges' figures of a rerun are equal
     checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.pt")}
-    assert len(checkpoints) == 4 + 1 + 2 + 4 + 2   # "base" and the profile's rate: the curve's class model at 2 epochs
+    assert len(checkpoints) == 4 + 1 + 2 + 1 + 4 + 2   # "base" and the profile's rate: the curve's class model at 2
+    #                                                   epochs; the guidance bench's flow model: the curve's too
     again = quality.main(["all", "--out", str(tmp_path / "runs")])
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints           # nothing retrained
     assert again == rows
@@ -78,6 +79,6 @@ def test_each_lever_changes_only_what_it_names(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(quality, "point", lambda cfg, n, *args: seen.append((cfg, n)) or {})
     quality.levers(tmp_path, None, 0, torch.device("cpu"))
-    base = dataclasses.replace(quality.part_b.QUICK["class"], seed=0, snapshot_epochs=(),
-                               bf16=quality.part_b.native_bf16(torch.device("cpu")))
+    base = dataclasses.replace(quality.part_b.QUICK["class"], seed=0, snapshot_epochs=(), epochs=quality.LEVERS_EPOCHS,
+                               bf16=quality.common.native_bf16(torch.device("cpu")))
     assert seen == [(base, 256), (dataclasses.replace(base, ema=0.0), 256)]

@@ -13,6 +13,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "stages"))
 
+import common  # noqa: E402
 import part_b  # noqa: E402
 import run_all  # noqa: E402
 
@@ -116,10 +117,12 @@ def test_a_failing_stage_reports_its_one_line_error_and_the_run_goes_on(tmp_path
 def test_quick_profile_uses_bf16_only_where_the_hardware_computes_it(monkeypatch):
     args = argparse.Namespace(quick=True, seed=0, bf16=False, epochs=None, num_hiddens=None, ema=None)
     cpu = torch.device("cpu")
-    monkeypatch.setattr(part_b, "_cpu_flags", lambda: {"avx2", "fma"})              # bf16 would be emulated
-    assert not part_b.native_bf16(cpu) and not part_b.training_config(args, "class", cpu).bf16
-    monkeypatch.setattr(part_b, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
-    assert part_b.training_config(args, "class", cpu).bf16
+    monkeypatch.setattr(common, "_cpu_flags", lambda: {"avx2", "fma"})              # bf16 would be emulated
+    assert not common.native_bf16(cpu) and not part_b.training_config(args, "class", cpu).bf16
+    assert common.model_dtype(args, cpu) == torch.float32                           # sampling too
+    monkeypatch.setattr(common, "_cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert part_b.training_config(args, "class", cpu).bf16 and common.model_dtype(args, cpu) == torch.bfloat16
+    assert common.model_dtype(argparse.Namespace(quick=False), cpu) == torch.float32   # the report's profile: fp32
     assert not part_b.training_config(argparse.Namespace(**{**vars(args), "quick": False}), "class", cpu).bf16
     assert part_b.training_config(argparse.Namespace(**{**vars(args), "quick": False, "bf16": True}), "class",
                                   cpu).bf16                                        # --bf16 asks for it anywhere

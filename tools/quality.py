@@ -1,4 +1,5 @@
-"""Quality per CPU minute: `python tools/quality.py [curve|levers|rate|interval|time|autoguidance|all] [--out DIR] [--json FILE] [--plot FILE]`.
+"""Quality per CPU minute: `python tools/quality.py [curve|levers|rate|guidance|time|autoguidance|all] [--out DIR]
+[--json FILE] [--plot FILE]`.
 
 Off the learning path, like tools/bench.py: it measures what the README's quick-profile tables and its "quality vs
 CPU minutes" figure report. Every model is trained from scratch with minidiff.train.train on this machine's CPU, and
@@ -6,15 +7,18 @@ timed; then 200 digits (20 of each) are sampled with CFG from one fixed noise an
 CNN's class accuracy, the MLP's beside it, and the Fréchet distance over its real-data floor at 200 samples.
 
 - curve: the quick profile's class-conditioned DDPM and flow models (stages/part_b.py QUICK) trained for half an
-  epoch (one epoch of 30,000 digits), one and two epochs (separate runs: the learning rate decays over each run's
-  own epochs, as `--epochs E` would), sampled at gamma = 3 and 5 (DDPM: the report's 300 steps; flow: Euler 50, the
+  epoch (one epoch of 30,000 digits), one, two and three epochs (separate runs: the learning rate follows each run's
+  own schedule, as `--epochs E` would), sampled at gamma = 3 and 5 (DDPM: the report's 300 steps; flow: Euler 50, the
   quick profile's). Plotted with --plot.
-- levers: the quick class DDPM model with one setting changed at a time, sampled at gamma = 5.
-- interval: the two-epoch class models of the curve at gamma = 5 guided at every step, and only below the noise
-  fractions 0.8 and 0.6 (guidance in a limited interval, Kynkaanniemi et al. 2024; `--guide-below`).
-- rate: the quick class DDPM model with its one-cycle schedule to Adam 1e-2, and with the report's per-epoch decay
-  from 1e-2 and from 3e-3 (train.learning_rate), sampled at gamma = 5: run it with several --seed values (each seed
-  its own training and noise) to see the spread from seed to seed.
+- levers: the class DDPM model as the quick profile trained it for 2 epochs (before it took 3), with one setting
+  changed at a time, sampled at gamma = 5.
+- guidance: the quick class models as the profile trains them (DDPM 3 epochs, flow 2) sampled with the guidance of
+  GUIDANCE: gamma = 5 at every step (the courses'), only below the noise fractions 0.8 and 0.6 (guidance in a
+  limited interval, Kynkaanniemi et al. 2024; `--guide-below`), and gamma = 4 and 3 (the quick profile's) at every
+  step. Run it with several --seed values (each seed its own training and noise).
+- rate: the 2-epoch class DDPM model of the levers with its one-cycle schedule to Adam 1e-2, and with the report's
+  per-epoch decay from 1e-2 and from 3e-3 (train.learning_rate), sampled at gamma = 5: run it with several --seed
+  values to see the spread from seed to seed.
 - time: the quick time-only DDPM and flow models (no class to guide toward: the judges' confidence and the Fréchet
   distance) as the profile trains them, with the courses' per-epoch decay instead of one-cycle, for twice the
   epochs, and twice as wide.
@@ -40,6 +44,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "stages")]      # run from a checkout without installing; the profiles
 
+import common  # noqa: E402  (stages/common.py: where the hardware computes bf16)
 import part_b  # noqa: E402  (stages/part_b.py: the QUICK profile, the one source of its settings)
 from minidiff import ddpm, evaluate, flow  # noqa: E402
 from minidiff.data import load_mnist  # noqa: E402
@@ -47,8 +52,9 @@ from minidiff.train import CHECKPOINT, load_model, train  # noqa: E402
 
 PER_DIGIT = 20                      # 200 samples a point, as the demo's metrics
 IMAGES = 60_000                     # every training digit, as the quick profile
-CURVE = ((1, 30_000), (1, 60_000), (2, 60_000))   # (epochs, training digits): half an epoch, one, two
+CURVE = ((1, 30_000), (1, 60_000), (2, 60_000), (3, 60_000))   # (epochs, training digits): half an epoch, 1, 2, 3
 CURVE_GAMMAS = (3.0, 5.0)
+LEVERS_EPOCHS = 2                   # the levers and rates: the class DDPM as the profile trained it when measured
 LEVERS = {                          # name -> changes to the quick class DDPM model's TrainConfig
     "2 epochs (D = 16, batch 64, one-cycle to Adam 1e-2, EMA 0.999)": {},
     "D = 8, 2 epochs": {"num_hiddens": 8},
@@ -63,7 +69,7 @@ RATES = {                           # the rate bench: the quick class DDPM's Ada
     "Adam 1e-2 decayed per epoch (the courses' schedule)": {"lr_schedule": "exponential"},
     "Adam 3e-3 decayed per epoch": {"lr": 3e-3, "lr_schedule": "exponential"},
 }
-GUIDE_BELOW = (1.0, 0.8, 0.6)        # the interval bench: CFG only where the noise fraction is at most this
+GUIDANCE = ((5.0, 1.0), (5.0, 0.8), (5.0, 0.6), (4.0, 1.0), (3.0, 1.0))   # the guidance bench: (gamma, guide_below)
 TIME_LEVERS = {                     # name -> changes to the quick time-only models' TrainConfig (DDPM and flow)
     "3 epochs (D = 16, batch 64, one-cycle to Adam 1e-2, EMA 0.999)": {},
     "3 epochs, Adam 1e-2 decayed per epoch (the courses' schedule)": {"lr_schedule": "exponential"},
@@ -82,20 +88,22 @@ def point(cfg, n_images: int, gamma: float | None, out: Path, judges: evaluate.J
     key = hashlib.sha1(json.dumps([dataclasses.asdict(cfg), n_images], sort_keys=True).encode()).hexdigest()[:12]
     folder = out / f"{cfg.objective}_{cfg.kind}_{key}"
     timing = folder / "timing.json"
-    result = folder / (f"gamma{gamma:g}{f'_below{guide_below:g}' if guide_below < 1 else ''}_seed{seed}.json"
-                       if gamma is not None else
-                       f"{f'autoguided{autoguidance:g}' if autoguidance > 1 else 'unguided'}_seed{seed}.json")
+    dtype = torch.bfloat16 if common.native_bf16(device) else torch.float32      # as the quick stages sample
+    result = folder / ((f"gamma{gamma:g}{f'_below{guide_below:g}' if guide_below < 1 else ''}" if gamma is not None
+                        else f"{f'autoguided{autoguidance:g}' if autoguidance > 1 else 'unguided'}")
+                       + f"{'_bf16' if dtype == torch.bfloat16 else ''}_seed{seed}.json")
     if not (timing.is_file() and (folder / CHECKPOINT).is_file()):
         images, labels = load_mnist(train=True)
         start = time.perf_counter()
         train(cfg, folder, images[:n_images], labels[:n_images], device=device,
-              channels_last=part_b.native_bf16(device))          # as the quick profile trains (stages/part_b.py)
+              channels_last=common.native_bf16(device))          # as the quick profile trains (stages/part_b.py)
         minutes = (time.perf_counter() - start) / 60
         seen = cfg.epochs * (n_images // cfg.batch_size) * cfg.batch_size
         timing.write_text(json.dumps({"train_minutes": minutes, "images_per_s": seen / (60 * minutes)}))
     if not result.is_file():
-        model = load_model(folder / CHECKPOINT, device)
-        autoguide = (load_model(folder / "model_epoch1.pt", device), autoguidance) if autoguidance > 1 else None
+        model = load_model(folder / CHECKPOINT, device, dtype=dtype)
+        autoguide = (load_model(folder / "model_epoch1.pt", device, dtype=dtype), autoguidance) if autoguidance > 1 \
+            else None
         result.write_text(json.dumps(judged_samples(model, cfg.objective, gamma, judges, seed, device, guide_below,
                                                     autoguide)))
     return {**json.loads(timing.read_text()), **json.loads(result.read_text())}
@@ -127,7 +135,7 @@ def judged_samples(model, objective: str, gamma: float | None, judges: evaluate.
 def quick(model_name: str, seed: int, device: torch.device, **changes):
     """The quick profile's TrainConfig of `model_name` as the stages train it here (bf16 where the hardware has it),
     seeded, keeping only its last epoch (unless `changes` say otherwise), with `changes`."""
-    return dataclasses.replace(part_b.QUICK[model_name], seed=seed, bf16=part_b.native_bf16(device),
+    return dataclasses.replace(part_b.QUICK[model_name], seed=seed, bf16=common.native_bf16(device),
                                **{"snapshot_epochs": (), **changes})
 
 
@@ -147,10 +155,11 @@ def curve(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -
 
 def class_ddpm(bench: str, settings: dict, out: Path, judges: evaluate.Judges, seed: int, device: torch.device
                ) -> list[dict]:
-    """The quick class DDPM model with each of `settings` (name -> changes to its TrainConfig), sampled at gamma = 5."""
+    """The 2-epoch quick class DDPM model with each of `settings` (name -> changes to its TrainConfig), sampled at
+    gamma = 5."""
     rows = []
     for lever, changes in settings.items():
-        cfg = quick("class", seed, device, **changes)
+        cfg = quick("class", seed, device, **{"epochs": LEVERS_EPOCHS, **changes})
         row = {"bench": bench, "lever": lever, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "seed": seed,
                **point(cfg, IMAGES, ddpm.GAMMA, out, judges, seed, device)}
         print(row, flush=True)
@@ -166,14 +175,13 @@ def rate(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) ->
     return class_ddpm("rate", RATES, out, judges, seed, device)
 
 
-def interval(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
+def guidance(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -> list[dict]:
     rows = []
-    epochs, n_images = CURVE[-1]
     for model_name in ("class", "flow_class"):
-        cfg = quick(model_name, seed, device, epochs=epochs)            # the curve's two-epoch run, reused
-        for guide_below in GUIDE_BELOW:
-            row = {"bench": "interval", "model": model_name,
-                   **point(cfg, min(n_images, IMAGES), ddpm.GAMMA, out, judges, seed, device, guide_below)}
+        cfg = quick(model_name, seed, device)                          # the profile's run (also one of the curve's)
+        for gamma, guide_below in GUIDANCE:
+            row = {"bench": "guidance", "model": model_name, "epochs": cfg.epochs,
+                   **point(cfg, IMAGES, gamma, out, judges, seed, device, guide_below)}
             print(row, flush=True)
             rows.append(row)
     return rows
@@ -235,7 +243,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
-BENCHES = {"curve": curve, "levers": levers, "rate": rate, "interval": interval, "time": time_models,
+BENCHES = {"curve": curve, "levers": levers, "rate": rate, "guidance": guidance, "time": time_models,
            "autoguidance": autoguidance}
 
 
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     device = torch.device("cpu")
     torch.manual_seed(args.seed)
-    judges = evaluate.judges(device=device)
+    judges = evaluate.judges(device=device, bf16=common.native_bf16(device))
     print(judges)
     rows = []
     for name in (list(BENCHES) if args.which == "all" else [args.which]):
