@@ -1,5 +1,6 @@
 """Files in and out: MNIST from the bundled IDX files, photos and drawings from disk, the value-range
-conversions, and the two files every run writes safely: `samples.pt` and atomic checkpoints.
+conversions, the two files every run writes safely (`samples.pt` and atomic checkpoints), and the lock file that
+keeps a second process from training the same model or judge at once.
 
 Value ranges: Part B works on MNIST in [0, 1] (as the report does); Part A models see images in [-1, 1].
 `to_signed` / `to_unit` convert between the two.

@@ -318,7 +318,6 @@ def _hold(out_dir: Path):
                       f"stop it, or choose another --out") from None
 
 
-
 @torch.no_grad()
 def update_ema(ema: dict[str, torch.Tensor], model: MNISTUNet, decay: float, step: int) -> None:
     """ema <- d ema + (1 - d) weights after optimizer step `step` (1, 2, ...), with d = min(decay, (1 + step) /

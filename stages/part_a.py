@@ -246,7 +246,7 @@ def judges(backbone, dev: torch.device, rec: common.Record) -> Optional[evaluate
     """The judges of minidiff.evaluate when the backbone draws digits (else None: nothing here reads photos)."""
     if backbone.domain != "digits":
         return None
-    judged = evaluate.judges(device=dev, bf16=common.native_bf16(dev))     # bf16: how they train, if they must
+    judged = evaluate.judges(device=dev, bf16=common.native_bf16(dev))     # (bf16: how they train, if not cached)
     rec.notes.append(f"the rates below are {judged}")
     return judged
 

@@ -115,7 +115,7 @@ def run_training(args: argparse.Namespace, model: str, title: str) -> tuple[dict
     n = args.images or (QUICK_IMAGES[model] if args.quick else len(images))
     images, labels = images[:n], labels[:n]
     print(f"training the {model} UNet on {dev} with {len(images)} digits: {cfg}")
-    channels_last = args.channels_last or (args.quick and common.native_bf16(dev))   # faster with bf16 (README: Profiles)
+    channels_last = args.channels_last or (args.quick and common.native_bf16(dev))   # faster with bf16 (README)
     state = train(cfg, rec.out, images, labels, device=dev, channels_last=channels_last, compile=args.compile)
     if not distributed.is_main():                 # under torchrun, rank 0 alone reports and plots
         return state, rec

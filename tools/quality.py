@@ -146,7 +146,7 @@ def curve(out: Path, judges: evaluate.Judges, seed: int, device: torch.device) -
             cfg = quick(model_name, seed, device, epochs=epochs)
             n_images = min(n_images, IMAGES)
             for gamma in CURVE_GAMMAS:
-                row = {"bench": "curve", "model": model_name, "epochs": epochs * n_images / IMAGES,
+                row = {"bench": "curve", "model": model_name, "epochs": epochs * n_images / IMAGES, "seed": seed,
                        **point(cfg, n_images, gamma, out, judges, seed, device)}
                 print(row, flush=True)
                 rows.append(row)
@@ -217,7 +217,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
     fig, (ax_acc, ax_fd) = plt.subplots(1, 2, figsize=(10, 4))
     for model_name, label in (("class", "DDPM"), ("flow_class", "flow matching")):
-        for gamma, style in zip(CURVE_GAMMAS, (":", "-")):
+        for gamma, style in zip(CURVE_GAMMAS, ("-", ":")):     # solid: the quick profile's gamma = 3
             pts = sorted((r for r in rows if r["bench"] == "curve" and r["model"] == model_name
                           and r["gamma"] == gamma), key=lambda r: r["train_minutes"])
             minutes = [r["train_minutes"] for r in pts]
@@ -225,9 +225,9 @@ def plot(rows: list[dict], path: Path) -> Path:
                       label=f"{label}, γ = {gamma:g}")
             ax_acc.plot(minutes, [100 * r["class_accuracy"] for r in pts], **kw)
             ax_fd.plot(minutes, [r["frechet_over_floor"] for r in pts], **kw)
-            for r in pts:
+            for r in pts if gamma == part_b.QUICK_GAMMA else ():        # the epochs, once per model
                 ax_fd.annotate(f"{r['epochs']:g}", (r["train_minutes"], r["frechet_over_floor"]), fontsize=7,
-                               xytext=(3, 3), textcoords="offset points")
+                               xytext=(3, 4 if model_name == "class" else -10), textcoords="offset points")
     ax_acc.axhline(98, color="gray", lw=0.8)
     ax_fd.axhline(2, color="gray", lw=0.8)
     ax_acc.set(xlabel="training minutes (this machine)", ylabel="class accuracy (%)",
@@ -235,7 +235,8 @@ def plot(rows: list[dict], path: Path) -> Path:
     ax_fd.set(xlabel="training minutes (this machine)", ylabel="Fréchet distance / real-data floor",
               title="distance to real digits (labels: epochs)")
     ax_acc.legend(fontsize=8)
-    fig.suptitle("Quick profile (D = 16): quality vs CPU minutes of training")
+    seeds = sorted({r["seed"] for r in rows if r["bench"] == "curve"})
+    fig.suptitle(f"Quick profile (D = 16): quality vs CPU minutes of training (seed {', '.join(map(str, seeds))})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
