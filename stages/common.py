@@ -134,7 +134,7 @@ def _cpu_flags() -> set[str]:
 
 def model_dtype(args: argparse.Namespace, dev: torch.device) -> torch.dtype:
     """The dtype a stage samples a trained MNIST model in: bfloat16 with --quick where the hardware computes it
-    (2.2-2.7x as fast on two AVX-512-BF16 cores, with the same class accuracy and Fréchet distance: README,
+    (2.2-2.5x as fast on two AVX-512-BF16 cores, with the same class accuracy and Fréchet distance: README,
     Profiles), float32 elsewhere. The sampling loop itself stays in float32 (ddpm.estimator)."""
     return torch.bfloat16 if args.quick and native_bf16(dev) else torch.float32
 
