@@ -1,6 +1,6 @@
 """Report 5B §2.4 (sampling): the class-conditioned DDPM with classifier-free guidance, gamma = 5 (quick profile: 3).
 
-For each snapshot (after 5 and 20 epochs; quick profile: 1 and 3): 4 samples of every digit and their denoising
+For each snapshot (after 5 and 20 epochs; quick profile: 1 and 4): 4 samples of every digit and their denoising
 GIF; and the quality measured by an independent classifier (minidiff.evaluate) on a larger batch of which those are
 the first 4 rows (100 samples per digit; quick profile: the last snapshot only, 20 per digit).
 Outputs in outputs/b2_5_sample_class_conditioned/:

@@ -33,7 +33,7 @@ QUICK = {   # the CPU profile: D = 16, several times faster than the report's D 
     "denoiser": TrainConfig.denoiser(num_hiddens=16, epochs=2, lr=1e-3, snapshot_epochs=(1,)),
     "time": TrainConfig.time_conditioned(num_hiddens=16, epochs=3, batch_size=64, lr=1e-2, lr_schedule="one-cycle",
                                          ema=0.999, snapshot_epochs=(1,)),
-    "class": TrainConfig.class_conditioned(num_hiddens=16, epochs=3, batch_size=64, lr=1e-2, lr_schedule="one-cycle",
+    "class": TrainConfig.class_conditioned(num_hiddens=16, epochs=4, batch_size=64, lr=1e-2, lr_schedule="one-cycle",
                                            ema=0.999, snapshot_epochs=(1,)),
     "pure_noise": TrainConfig.pure_noise_denoiser(num_hiddens=16, epochs=2, lr=1e-3, snapshot_epochs=(1,)),
     "flow_time": TrainConfig.flow_time_conditioned(num_hiddens=16, epochs=3, lr_schedule="one-cycle", ema=0.999,

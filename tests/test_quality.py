@@ -47,7 +47,7 @@ def test_rows_are_the_judges_figures_and_a_rerun_reuses_the_trainings(tmp_path, 
     assert [(r["model"], r["lever"]) for r in time_only] == [
         (m, lever) for m in ("time", "flow_time") for lever in ("base", "2 epochs")]
     assert [(r["model"], r["epochs"], r["gamma"], r["guide_below"]) for r in guided] == [
-        (m, e, g, b) for m, e in (("class", 3), ("flow_class", 2)) for g, b in quality.GUIDANCE]
+        (m, e, g, b) for m, e in (("class", 4), ("flow_class", 2)) for g, b in quality.GUIDANCE]
     flow_curve = [r for r in curve if r["model"] == "flow_class" and r["epochs"] == 2 and r["gamma"] == 5]
     same = [k for k in guided[3] if k != "bench"]           # the curve's flow model and samples, reused: no retraining
     assert {k: guided[3][k] for k in same} == {k: flow_curve[0][k] for k in same}
