@@ -3,12 +3,12 @@ same sampling cost.
 
 Both class-conditioned models train on the same digits at the same D and batch in the quick profile, the DDPM for two
 epochs more (4 vs 2: what it needs to draw the asked digit 98 % of the time on every training measured;
-tools/quality.py's curve compares the two at equal epochs); the report profiles differ more (20 epochs at batch 128 vs 10 at batch 64). Both sample with
-CFG gamma = 5 (quick: 3, as b2_5 and fm2_6) from the same starting noise, with 10, 50 and 300 model evaluations
-(each one batched CFG forward): DDIM (eta = 0) and the report's 300-step DDPM for the DDPM model; Euler, and Heun,
-for the flow (Heun takes two evaluations a step but the last: its 5 and 25 steps make 9 and 49). An independent
-classifier measures each setting (minidiff.evaluate): class accuracy, and the Fréchet distance beside the
-real-data floor at the same sample count.
+tools/quality.py's curve compares the two at equal epochs); the report profiles differ more (20 epochs at batch 128
+vs 10 at batch 64). Both sample with CFG gamma = 5 (quick: 3, as b2_5 and fm2_6) from the same starting noise, with
+10, 50 and 300 model evaluations (each one batched CFG forward): DDIM (eta = 0) and the report's 300-step DDPM for
+the DDPM model; Euler, and Heun, for the flow (Heun takes two evaluations a step but the last: its 5 and 25 steps
+make 9 and 49). An independent classifier measures each setting (minidiff.evaluate): class accuracy, and the Fréchet
+distance beside the real-data floor at the same sample count.
 The quick profile leaves out the 300-evaluation settings (80 s of a CPU's demo; the README has them).
 Outputs in outputs/fm2_7_flow_vs_ddpm/: samples.png (one row of 0..9 per setting), metrics.json, samples.pt.
 """

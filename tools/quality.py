@@ -211,21 +211,23 @@ def autoguidance(out: Path, judges: evaluate.Judges, seed: int, device: torch.de
 
 
 def plot(rows: list[dict], path: Path) -> Path:
-    """Class accuracy and Fréchet / floor against training minutes, one line per model and gamma."""
+    """Class accuracy and Fréchet / floor against training minutes, one line per model and gamma, from the curve rows
+    of one run of main (one seed)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax_acc, ax_fd) = plt.subplots(1, 2, figsize=(10, 4))
     for model_name, label in (("class", "DDPM"), ("flow_class", "flow matching")):
-        for gamma, style in zip(CURVE_GAMMAS, ("-", ":")):     # solid: the quick profile's gamma = 3
+        for gamma in CURVE_GAMMAS:
+            profile = gamma == part_b.QUICK_GAMMA                 # the quick profile's gamma: solid, epochs labelled
             pts = sorted((r for r in rows if r["bench"] == "curve" and r["model"] == model_name
                           and r["gamma"] == gamma), key=lambda r: r["train_minutes"])
             minutes = [r["train_minutes"] for r in pts]
-            kw = dict(ls=style, marker="o", color="C0" if model_name == "class" else "C1",
+            kw = dict(ls="-" if profile else ":", marker="o", color="C0" if model_name == "class" else "C1",
                       label=f"{label}, γ = {gamma:g}")
             ax_acc.plot(minutes, [100 * r["class_accuracy"] for r in pts], **kw)
             ax_fd.plot(minutes, [r["frechet_over_floor"] for r in pts], **kw)
-            for r in pts if gamma == part_b.QUICK_GAMMA else ():        # the epochs, once per model
+            for r in pts if profile else ():
                 ax_fd.annotate(f"{r['epochs']:g}", (r["train_minutes"], r["frechet_over_floor"]), fontsize=7,
                                xytext=(3, 4 if model_name == "class" else -10), textcoords="offset points")
     ax_acc.axhline(98, color="gray", lw=0.8)
@@ -235,8 +237,8 @@ def plot(rows: list[dict], path: Path) -> Path:
     ax_fd.set(xlabel="training minutes (this machine)", ylabel="Fréchet distance / real-data floor",
               title="distance to real digits (labels: epochs)")
     ax_acc.legend(fontsize=8)
-    seeds = sorted({r["seed"] for r in rows if r["bench"] == "curve"})
-    fig.suptitle(f"Quick profile (D = 16): quality vs CPU minutes of training (seed {', '.join(map(str, seeds))})")
+    seed = next(r["seed"] for r in rows if r["bench"] == "curve")
+    fig.suptitle(f"Quick profile (D = 16): quality vs CPU minutes of training (seed {seed})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
